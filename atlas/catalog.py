@@ -1,0 +1,87 @@
+"""The DuckDB catalog (`atlas.duckdb`): a view per table, and read-only SQL over it.
+
+`build_catalog` writes the database file atomically (a temporary file, then a rename), so readers always
+open a complete catalog. `query` runs one read-only statement with a row limit: anything that is not a
+plain query is refused, and the connection cannot read or write files outside the atlas.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from atlas.errors import AtlasError
+from atlas.store import AtlasStore
+from schemas import TABLES
+from schemas.views import view_sql
+
+
+def build_catalog(store: AtlasStore, dim: int) -> list[str]:
+    """(Re)write `atlas.duckdb` with one view per table; returns the view names."""
+    fd, tmp = tempfile.mkstemp(dir=store.root, prefix=".atlas.", suffix=".duckdb.tmp")
+    os.close(fd)
+    os.unlink(tmp)  # DuckDB wants to create the file itself
+    try:
+        con = duckdb.connect(tmp)
+        con.execute(f"SET file_search_path = {_literal(str(store.root))}")
+        for name, spec in TABLES.items():
+            con.execute(view_sql(name, spec.schema(dim), has_parts=bool(store.parts(name))))
+        con.close()
+        os.replace(tmp, store.catalog_path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        Path(tmp + ".wal").unlink(missing_ok=True)
+    return list(TABLES)
+
+
+def connect(store: AtlasStore) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the catalog, resolving table paths inside the atlas, and locked so that
+    it cannot reach files outside it."""
+    if not store.catalog_path.exists():
+        raise AtlasError(f"{store.root}: no catalog yet (run `atlas index --atlas {store.root}` or `atlas build`)")
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con.execute(f"SET file_search_path = {_literal(str(store.root))}")
+    con.execute(f"SET allowed_directories = [{_literal(str(store.root) + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def query(store: AtlasStore, sql: str, limit: int = 1000) -> pa.Table:
+    """Run one read-only SQL statement over the atlas; at most `limit` rows come back."""
+    con = connect(store)
+    try:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise AtlasError(f"SQL: {_first_line(e)}") from None
+        if len(statements) != 1:
+            raise AtlasError(f"SQL: give exactly one statement (got {len(statements)})")
+        kind = statements[0].type
+        if kind not in _ALLOWED:
+            raise AtlasError(f"SQL: only read-only queries are allowed here (got a {kind.name} statement)")
+        try:
+            rel = con.sql(sql)
+            if rel is None:
+                raise AtlasError("SQL: the statement returned no rows")
+            return rel.limit(limit).to_arrow_table()
+        except duckdb.Error as e:
+            raise AtlasError(f"SQL: {_first_line(e)}") from None
+    finally:
+        con.close()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__

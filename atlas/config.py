@@ -1,0 +1,176 @@
+"""The build config: one TOML file, validated by pydantic at the edge.
+
+Every section is a frozen model that forbids unknown keys, so a typo is a one-line error naming the key.
+Paths in a config file are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from atlas.errors import AtlasError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    source: str = Field("builtin:shapes", description="image folder (recursive jpg/png/webp), or builtin:shapes")
+    limit: int = Field(0, ge=0, description="embed at most this many images (0 = all)")
+    thumbnail_size: int = Field(64, ge=8, le=512)
+    max_image_pixels: int = Field(64_000_000, ge=1, description="larger images are refused (decompression bombs)")
+
+
+class WorldConfig(_Section):
+    """The generated image set used when data.source = builtin:shapes."""
+
+    n_images: int = Field(1200, ge=1)
+    image_size: int = Field(32, ge=16, le=256)
+    seed: int = 0
+
+
+class ModelsConfig(_Section):
+    clip: str = Field("builtin:random-clip", description="open_clip:<arch>/<pretrained>, a local model dir, or builtin:*")
+    decoder: str = Field("builtin:random-decoder", description="a diffusers model id or local dir, or builtin:*")
+
+
+class ComputeConfig(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_actors: int = Field(1, ge=1, description="model-holding Ray actors per stage")
+    actor_cpus: float = Field(0.5, gt=0, description="CPUs reserved per actor (keep < 1 on small machines)")
+    decode_cpus: float = Field(0.5, gt=0, description="CPUs per image-decoding Ray task")
+
+
+class EmbedConfig(_Section):
+    batch_size: int = Field(64, ge=1)
+    part_size: int = Field(512, ge=1, description="images per output part (the unit of resume)")
+
+
+class SAEConfigSection(_Section):
+    kind: Literal["relu"] = "relu"
+    expansion_factor: int = Field(4, ge=1)
+    l1_coefficient: float = Field(0.3, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(15, ge=1)
+    log_every: int = Field(25, ge=1)
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    dead_window: int = Field(5000, ge=1, description="samples without firing after which a feature counts as dead")
+    shuffle_buffer: int = Field(4096, ge=1)
+    seed: int = 0
+
+
+class FeaturizeConfig(_Section):
+    batch_size: int = Field(256, ge=1)
+    top_k: int = Field(16, ge=1)
+
+
+class RenderConfig(_Section):
+    template: str = Field("gray", description="template image file, or gray")
+    template_scale: float = Field(0.2, ge=0, description="all template activations are multiplied by this")
+    feature_scale: float = Field(50.0, gt=0, description="the target feature is set to this activation")
+    negative: Literal["zero", "template"] = "zero"
+    keep_error: bool = Field(False, description="add the template's SAE reconstruction error back")
+    steps: int = Field(12, ge=1)
+    guidance_scale: float = Field(4.0, ge=1)
+    size: int = Field(64, ge=32)
+    seed: int = 0
+    batch_size: int = Field(16, ge=1)
+    part_size: int = Field(128, ge=1, description="icons per output part (the unit of resume)")
+    max_features: int = Field(0, ge=0, description="render only the first N alive features (0 = all)")
+
+
+class DirectionsConfig(_Section):
+    pairs: list[tuple[str, str]] = [("red", "blue"), ("big", "small"), ("striped", "plain")]
+    mediums: list[str] = ["photo", "drawing", "painting", "picture"]
+    subjects: list[str] = ["circle", "square", "triangle", "star", "object"]
+    template: str = "a {medium} of a {word} {subject}"
+    top_features: int = Field(10, ge=1)
+
+    @field_validator("template")
+    @classmethod
+    def _has_slots(cls, v: str) -> str:
+        for slot in ("{medium}", "{word}", "{subject}"):
+            if slot not in v:
+                raise ValueError(f"must contain {slot}")
+        return v
+
+
+class IndexConfig(_Section):
+    pass
+
+
+class AtlasConfig(_Section):
+    data: DataConfig = DataConfig()
+    world: WorldConfig = WorldConfig()
+    models: ModelsConfig = ModelsConfig()
+    compute: ComputeConfig = ComputeConfig()
+    embed: EmbedConfig = EmbedConfig()
+    sae: SAEConfigSection = SAEConfigSection()
+    featurize: FeaturizeConfig = FeaturizeConfig()
+    render: RenderConfig = RenderConfig()
+    directions: DirectionsConfig = DirectionsConfig()
+    index: IndexConfig = IndexConfig()
+
+    @model_validator(mode="after")
+    def _directions_nonempty(self) -> AtlasConfig:
+        if not self.directions.mediums or not self.directions.subjects:
+            raise ValueError("directions.mediums and directions.subjects must not be empty")
+        return self
+
+    def section_hash(self, *sections: str) -> str:
+        """A short content hash of some sections: part of a stage's fingerprint."""
+        blob = json.dumps({s: getattr(self, s).model_dump(mode="json") for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _format_validation_error(where: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{key}'"
+    got = first.get("input")
+    got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+    return f"{where}: {key}: {first['msg']}{got_text}"
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> AtlasConfig:
+    try:
+        return AtlasConfig.model_validate(data)
+    except ValidationError as e:
+        raise AtlasError(_format_validation_error(where, e)) from None
+
+
+def load_config(path: str | Path | None) -> AtlasConfig:
+    """Load and validate a TOML config; `None` gives the embedded default. Relative paths in
+    data.source, models.* and render.template resolve against the config file's folder."""
+    if path is None:
+        return AtlasConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AtlasError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise AtlasError(f"{path}: not valid TOML ({e})") from None
+    _resolve_paths(data, path.parent.absolute())
+    return config_from_dict(data, str(path))
+
+
+def _is_relative_path(value: str) -> bool:
+    return not (":" in value.split("/")[0] or value.startswith("/") or value in ("gray",))
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for section, key in (("data", "source"), ("models", "clip"), ("models", "decoder"), ("render", "template")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and _is_relative_path(value) and (base / value).exists():
+            data[section][key] = str(base / value)

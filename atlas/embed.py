@@ -1,0 +1,91 @@
+"""The embed stage as plain functions: decode a batch of image files, embed the good ones, split the result
+into the `images`, `embeddings` and `errors` tables. `jobs/embed.py` runs these in Ray; they run without it too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from atlas.images import decode_image, image_id_for, read_caption
+from atlas.models.clip import ClipEmbedder
+from atlas.store import table_from_rows, vectors_to_numpy
+
+
+def decode_batch(
+    sources: list[str], root: Path, model_size: int, thumbnail_size: int, max_pixels: int
+) -> dict[str, np.ndarray]:
+    """Read and decode image files (paths relative to `root`). Columns: source, image_id, caption, width,
+    height, thumbnail, pixels (uint8 [B, S, S, 3], zeros for failures) and error (empty string when fine)."""
+    n = len(sources)
+    out: dict[str, list] = {k: [] for k in ("source", "image_id", "caption", "width", "height", "thumbnail", "error")}
+    pixels = np.zeros((n, model_size, model_size, 3), dtype=np.uint8)
+    for i, source in enumerate(sources):
+        path = root / source
+        error = ""
+        w = h = 0
+        thumb = b""
+        try:
+            decoded = decode_image(path.read_bytes(), model_size, thumbnail_size, max_pixels)
+            pixels[i], w, h, thumb = decoded.pixels, decoded.width, decoded.height, decoded.thumbnail
+        except OSError as e:
+            error = f"unreadable file ({e.strerror or e})"
+        except ValueError as e:
+            error = str(e)
+        out["source"].append(source)
+        out["image_id"].append(image_id_for(source))
+        out["caption"].append(read_caption(path) or "")
+        out["width"].append(w)
+        out["height"].append(h)
+        out["thumbnail"].append(thumb)
+        out["error"].append(error)
+    cols = {k: np.array(v, dtype=object) for k, v in out.items()}
+    cols["image_id"] = np.array(out["image_id"], dtype=np.int64)
+    cols["width"] = np.array(out["width"], dtype=np.int32)
+    cols["height"] = np.array(out["height"], dtype=np.int32)
+    cols["pixels"] = pixels
+    return cols
+
+
+def embed_batch(embedder: ClipEmbedder, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Embeddings [B, d] for a decoded batch; rows that failed to decode get zeros (they are dropped later)."""
+    ok = np.array([not e for e in batch["error"]], dtype=bool)
+    emb = np.zeros((len(ok), embedder.dim), dtype=np.float32)
+    if ok.any():
+        emb[ok] = embedder.encode_pixels(batch["pixels"][ok])
+    bad = ok & ~np.isfinite(emb).all(axis=1)
+    if bad.any():  # a model that produced NaN/Inf for an input: record, never store
+        errors = batch["error"].copy()
+        errors[bad] = "embedding is not finite (NaN or Inf)"
+        batch["error"] = errors
+    return emb
+
+
+def split_outputs(rows: pa.Table, dim: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """A table of embedded rows (the columns of `decode_batch` but pixels, plus `embedding`) -> the
+    contract's images, embeddings and errors tables."""
+    error = rows.column("error").to_pylist()
+    ok = np.array([not e for e in error], dtype=bool)
+    good = rows.filter(pa.array(ok))
+    bad = rows.filter(pa.array(~ok))
+    caption = [c or None for c in good.column("caption").to_pylist()]
+    images = table_from_rows(
+        "images",
+        {
+            "image_id": good.column("image_id"),
+            "source": good.column("source"),
+            "caption": caption,
+            "width": good.column("width"),
+            "height": good.column("height"),
+            "thumbnail": good.column("thumbnail"),
+        },
+    )
+    emb = vectors_to_numpy(good.column("embedding"), dim)
+    embeddings = table_from_rows("embeddings", {"image_id": good.column("image_id"), "embedding": emb}, dim)
+    errors = table_from_rows(
+        "errors",
+        {"stage": ["embed"] * len(bad), "source": bad.column("source"), "error": bad.column("error")},
+    )
+    return images, embeddings, errors

@@ -1,0 +1,107 @@
+"""Image sources and safe decoding: list an image folder, give each image a stable id, decode with guards.
+
+Decoding never raises for a bad file: it returns the reason, which the embed stage records in `errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from atlas.errors import AtlasError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def image_id_for(source: str) -> int:
+    """A stable signed 64-bit id from the source string (a path relative to the source root, or a URI)."""
+    digest = hashlib.blake2b(source.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def list_image_folder(root: Path) -> list[str]:
+    """Paths (relative to `root`, sorted) of every jpg/png/webp below `root`, recursively."""
+    if not root.exists():
+        raise AtlasError(f"data.source = {str(root)!r}: no such folder")
+    if not root.is_dir():
+        raise AtlasError(f"data.source = {str(root)!r}: not a folder")
+    found = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+    if not found:
+        raise AtlasError(f"data.source = {str(root)!r}: no images (jpg, png, webp) in this folder")
+    return found
+
+
+@dataclass(slots=True)
+class DecodedImage:
+    pixels: np.ndarray  # uint8 [S, S, 3], prepared for the model
+    width: int
+    height: int
+    thumbnail: bytes  # JPEG
+
+
+def decode_image(data: bytes, model_size: int, thumbnail_size: int, max_pixels: int) -> DecodedImage:
+    """Decode image bytes, convert odd modes to RGB, and prepare model pixels and a thumbnail.
+
+    Raises ValueError with a one-line reason for anything that cannot be used."""
+    from atlas.models.clip import prepare_image
+
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ValueError(f"image too large ({w}x{h} pixels > data.max_image_pixels = {max_pixels})")
+            img.load()
+    except ValueError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"decompression bomb refused ({e})") from None
+    except Exception as e:  # PIL raises many types for corrupt data
+        raise ValueError(f"not a decodable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if w == 0 or h == 0:
+        raise ValueError("image has zero size")
+    img = to_rgb(img)
+    thumb = img.copy()
+    thumb.thumbnail((thumbnail_size, thumbnail_size))
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=85)
+    return DecodedImage(prepare_image(img, model_size), w, h, buf.getvalue())
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB from any PIL mode: alpha is composited on white, 16-bit and float are rescaled, CMYK converted."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def read_caption(image_path: Path) -> str | None:
+    """The caption in a sidecar `<stem>.txt` next to the image, if any."""
+    txt = image_path.with_suffix(".txt")
+    try:
+        return txt.read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError:
+        return None

@@ -1,0 +1,1 @@
+"""Models behind small interfaces, each loaded by a spec string: CLIP embedder, SAE, renderer."""

@@ -1,0 +1,85 @@
+"""The renderer: a diffusion decoder conditioned on CLIP image embeddings (diffusers' KandinskyV22Pipeline).
+
+Specs: a diffusers model id (`kandinsky-community/kandinsky-2-2-decoder`, needs the network or a filled
+hub cache), a local folder written by `save_pretrained`, or `builtin:<name>` (a model this project makes,
+saved and loaded through the same `from_pretrained` path).
+
+Batches use one seeded `torch.Generator` per image, so every image in a batch is reproducible on its own
+(a single generator for the whole batch would make only the first image independent of its batch-mates).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from atlas.errors import AtlasError
+from atlas.models.device import resolve_device
+
+
+class Renderer:
+    """Diffuse images from CLIP image embeddings."""
+
+    def __init__(self, pipe, device: torch.device, spec: str):
+        self.pipe = pipe
+        self.device = device
+        self.spec = spec
+        self.pipe.set_progress_bar_config(disable=True)
+        self.dim = int(pipe.unet.config.encoder_hid_dim)
+
+    @torch.inference_mode()
+    def render(
+        self,
+        image_embeds: np.ndarray,
+        negative_embeds: np.ndarray,
+        seeds: list[int],
+        steps: int,
+        guidance_scale: float,
+        size: int,
+    ) -> list[Image.Image]:
+        """One image per row of `image_embeds` [B, d]; `negative_embeds` is [d] or [B, d]."""
+        n = len(image_embeds)
+        if len(seeds) != n:
+            raise ValueError("one seed per embedding")
+        dtype = self.pipe.unet.dtype
+        pos = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32)).to(self.device, dtype)
+        neg = torch.as_tensor(np.asarray(negative_embeds, dtype=np.float32)).to(self.device, dtype)
+        if neg.ndim == 1:
+            neg = neg.expand(n, -1)
+        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        out = self.pipe(
+            image_embeds=pos,
+            negative_image_embeds=neg,
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            output_type="pil",
+        )
+        return list(out.images)
+
+
+def load_renderer(spec: str, device: str = "auto") -> Renderer:
+    """Load a renderer from a spec string (see the module docstring)."""
+    from diffusers import KandinskyV22Pipeline
+
+    dev = resolve_device(device)
+    source: str | Path = spec
+    if spec.startswith("builtin:"):
+        from atlas.builtin import builtin_model_dir
+
+        source = builtin_model_dir(spec)
+    elif Path(spec).exists() and not (Path(spec) / "model_index.json").exists():
+        raise AtlasError(f"models.decoder = {spec!r}: not a diffusers pipeline folder (no model_index.json)")
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    try:
+        pipe = KandinskyV22Pipeline.from_pretrained(str(source), torch_dtype=dtype)
+    except Exception as e:  # unknown id, no network, wrong folder
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise AtlasError(f"models.decoder = {spec!r}: diffusers could not load it ({type(e).__name__}: {first[:200]})") from None
+    pipe.to(dev)
+    return Renderer(pipe, dev, spec)

@@ -1,0 +1,186 @@
+"""The build DAG: which stages exist, what each depends on and writes, and when a stage can be skipped.
+
+A stage's fingerprint hashes the config values it reads and the run ids of the stages it depends on. A stage
+is skipped when the manifest records it done with the same fingerprint and its outputs are on disk. When the
+fingerprint changed (new config, or an upstream stage ran again) its old outputs are removed and it runs
+anew; when only outputs are missing (deleted by hand, or a crash) it runs again and resumes from the parts
+that are still there. Either way everything downstream reruns, because its fingerprint holds this run's id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from atlas.config import AtlasConfig
+from atlas.store import AtlasStore
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    deps: tuple[str, ...]
+    config: Callable[[AtlasConfig], Any]  # the config values this stage's output depends on
+    tables: tuple[tuple[str, str], ...]  # (table, part-name prefix) it writes
+    paths: tuple[str, ...]  # other files/folders it writes, relative to the atlas
+    description: str
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            "embed",
+            (),
+            lambda c: {"data": c.data, "world": c.world if c.data.source.startswith("builtin:") else None, "clip": c.models.clip, "part_size": c.embed.part_size},
+            (("images", ""), ("embeddings", ""), ("errors", "embed-")),
+            (),
+            "CLIP image embeddings of every image",
+        ),
+        Stage("train", ("embed",), lambda c: c.sae, (("train_log", ""),), ("sae",), "train the sparse autoencoder"),
+        Stage(
+            "featurize",
+            ("embed", "train"),
+            lambda c: c.featurize,
+            (("activations", ""), ("features", ""), ("top_images", "")),
+            (),
+            "SAE activations, feature statistics, top images",
+        ),
+        Stage(
+            "render",
+            ("train", "featurize"),
+            lambda c: {"render": c.render, "clip": c.models.clip, "decoder": c.models.decoder},
+            (("icons", ""),),
+            (),
+            "an icon for every alive feature",
+        ),
+        Stage(
+            "directions",
+            ("train",),
+            lambda c: {"directions": c.directions, "clip": c.models.clip},
+            (("directions", ""),),
+            (),
+            "contrastive text directions",
+        ),
+        Stage(
+            "index",
+            ("embed", "train", "featurize", "render", "directions"),
+            lambda c: {},
+            (),
+            ("atlas.duckdb", "index"),
+            "DuckDB catalog and FAISS indexes",
+        ),
+    )
+}
+
+
+def downstream(name: str) -> list[str]:
+    """`name` and every stage that depends on it, in run order."""
+    out = [name]
+    for s in STAGES.values():
+        if any(d in out for d in s.deps) and s.name not in out:
+            out.append(s.name)
+    return out
+
+
+def fingerprint(stage: Stage, cfg: AtlasConfig, store: AtlasStore) -> str:
+    manifest = store.manifest()["stages"]
+    value = stage.config(cfg)
+    payload = {
+        "config": _jsonable(value),
+        "deps": {d: manifest.get(d, {}).get("run_id") for d in stage.deps},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def outputs_present(stage: Stage, store: AtlasStore) -> bool:
+    tables_ok = all(store.parts(t, prefix) for t, prefix in stage.tables if prefix == "")
+    paths_ok = all((store.root / p).exists() for p in stage.paths)
+    return tables_ok and paths_ok
+
+
+def clear_outputs(stage: Stage, store: AtlasStore) -> None:
+    for table, prefix in stage.tables:
+        store.remove_parts(table, prefix)
+    for p in stage.paths:
+        store.remove_path(p)
+
+
+def run_stage(
+    name: str, cfg: AtlasConfig, store: AtlasStore, run: Callable[[], dict[str, Any]], say: Callable[[str], None]
+) -> bool:
+    """Run one stage unless it is already done for this config; returns whether it ran."""
+    stage = STAGES[name]
+    for dep in stage.deps:
+        store.require_stage(dep, f"'{name}'")
+    fp = fingerprint(stage, cfg, store)
+    info = store.stage(name)
+    if info.get("status") == "done" and info.get("fingerprint") == fp and outputs_present(stage, store):
+        say(f"{name:<10} up to date, skipped")
+        return False
+    if info.get("fingerprint") not in (None, fp):
+        say(f"{name:<10} inputs changed since the last run: removing its old outputs")
+        clear_outputs(stage, store)
+
+    def mark_running(m: dict[str, Any]) -> None:
+        m["stages"][name] = {"status": "running", "fingerprint": fp, "started": _now()}
+
+    store.update_manifest(mark_running)
+    t0 = time.perf_counter()
+    summary = run()
+    seconds = time.perf_counter() - t0
+
+    def mark_done(m: dict[str, Any]) -> None:
+        m["stages"][name] = {
+            "status": "done",
+            "fingerprint": fp,
+            "run_id": uuid.uuid4().hex,
+            "started": m["stages"][name]["started"],
+            "finished": _now(),
+            "seconds": round(seconds, 2),
+            "summary": summary,
+        }
+
+    store.update_manifest(mark_done)
+    say(f"{name:<10} done in {seconds:.1f}s: {_short(summary)}")
+    return True
+
+
+def _short(summary: dict[str, Any]) -> str:
+    rows = summary.get("rows", {})
+    return ", ".join(f"{k} {v:,}" for k, v in rows.items()) or "ok"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def record_build(store: AtlasStore, cfg: AtlasConfig) -> None:
+    """Store the config and the software versions in the manifest."""
+    import importlib.metadata as md
+
+    def change(m: dict[str, Any]) -> None:
+        m["config"] = cfg.model_dump(mode="json")
+        versions = {}
+        for pkg in ("clip-feature-atlas", "torch", "open_clip_torch", "diffusers", "ray", "pyarrow", "duckdb", "faiss-cpu"):
+            try:
+                versions[pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                pass
+        m["versions"] = versions
+        m["models"] = {"clip": cfg.models.clip, "decoder": cfg.models.decoder}
+
+    store.update_manifest(change)

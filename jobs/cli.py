@@ -1,0 +1,274 @@
+"""The `atlas` command line: build the whole atlas or one stage, query it, describe it, view it.
+
+User mistakes (a config value, a missing folder, bad SQL) end with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from atlas.config import AtlasConfig, config_from_dict, load_config
+from atlas.errors import AtlasError
+from atlas.store import AtlasStore
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="CLIP Feature Atlas: SAE features of CLIP embeddings, browsable.")
+
+AtlasDir = Annotated[Path, typer.Option("--atlas", "-a", help="the atlas directory")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: the atlas's own, else the embedded default)")]
+
+
+def _user_errors(fn: Callable) -> Callable:
+    """Turn user mistakes into one line on stderr and exit status 2, wherever they were raised (Ray included)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AtlasError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as e:
+            cause = _atlas_cause(e)
+            if cause is None:
+                raise
+            typer.echo(f"error: {cause}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _atlas_cause(e: BaseException) -> AtlasError | None:
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, AtlasError):
+            return e
+        e = getattr(e, "cause", None) or e.__cause__  # RayTaskError carries the remote exception as .cause
+        seen += 1
+    return None
+
+
+def _say(msg: str) -> None:
+    typer.echo(msg)
+
+
+def _config_for(store: AtlasStore, config: Path | None) -> AtlasConfig:
+    if config is not None:
+        return load_config(config)
+    recorded = store.manifest().get("config") if store.is_atlas() else None
+    return config_from_dict(recorded, f"{store.manifest_path} (recorded config)") if recorded else AtlasConfig()
+
+
+def _runners() -> dict[str, Callable[[AtlasConfig, AtlasStore], dict[str, Any]]]:
+    from jobs.directions import run_directions
+    from jobs.embed import run_embed
+    from jobs.featurize import run_featurize
+    from jobs.index import run_index
+    from jobs.render import run_render
+    from jobs.train import run_train
+
+    return {
+        "embed": run_embed,
+        "train": run_train,
+        "featurize": run_featurize,
+        "render": run_render,
+        "directions": run_directions,
+        "index": lambda cfg, store: run_index(store),
+    }
+
+
+def _open_for_writing(out: Path) -> AtlasStore:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise AtlasError(f"{out}: cannot write the atlas here ({e.strerror or e})") from None
+    store = AtlasStore(out)
+    store.manifest()  # refuses atlases of a newer format before anything is written
+    return store
+
+
+def _run_stages(names: list[str], cfg: AtlasConfig, store: AtlasStore) -> int:
+    from jobs.build import record_build, run_stage
+    from jobs.runtime import init_ray
+
+    runners = _runners()
+    record_build(store, cfg)
+    ran = 0
+    ray_started = False
+    for name in names:
+        def run(name: str = name) -> dict[str, Any]:
+            nonlocal ray_started
+            if not ray_started and name != "index":
+                init_ray()
+                ray_started = True
+            return runners[name](cfg, store)
+
+        ran += run_stage(name, cfg, store, run, _say)
+    return ran
+
+
+@app.command()
+@_user_errors
+def build(
+    config: ConfigFile = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="the atlas directory to write")] = Path("atlas-out"),
+) -> None:
+    """Run every stage (skipping finished work) and print a summary."""
+    from jobs.build import STAGES
+
+    cfg = load_config(config)
+    store = _open_for_writing(out)
+    t0 = time.perf_counter()
+    ran = _run_stages(list(STAGES), cfg, store)
+    elapsed = time.perf_counter() - t0
+    if ran == 0:
+        typer.echo(f"\nNothing to do: {out} is up to date.")
+    typer.echo("")
+    typer.echo(_summary(store))
+    typer.echo(f"\n{'built' if ran else 'checked'} in {elapsed:.1f}s. View it with:  atlas view --atlas {out}")
+
+
+def _stage_command(name: str) -> None:
+    from jobs.build import STAGES, downstream
+
+    def command(atlas: AtlasDir = Path("atlas-out"), config: ConfigFile = None) -> None:
+        store = _open_for_writing(atlas)
+        cfg = _config_for(store, config)
+        _run_stages([name], cfg, store)
+        later = [s for s in downstream(name)[1:]]
+        if later:
+            typer.echo(f"stages that depend on it and will rerun with `atlas build`: {', '.join(later)}")
+
+    command.__doc__ = f"Run the {name} stage: {STAGES[name].description}."
+    command.__name__ = name
+    app.command(name=name)(_user_errors(command))
+
+
+for _name in ("embed", "train", "featurize", "render", "directions", "index"):
+    _stage_command(_name)
+
+
+@app.command()
+@_user_errors
+def sql(
+    query: Annotated[str, typer.Argument(help="one read-only SQL statement over the atlas views")],
+    atlas: AtlasDir = Path("atlas-out"),
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+    limit: Annotated[int, typer.Option(help="at most this many rows")] = 1000,
+) -> None:
+    """Query the atlas with SQL (read-only)."""
+    from atlas.catalog import query as run_query
+
+    if format not in ("table", "csv", "json"):
+        raise AtlasError(f"--format {format!r}: use table, csv or json")
+    store = _existing(atlas)
+    result = run_query(store, query, limit=limit)
+    typer.echo(_format(result, format))
+
+
+def _format(table, fmt: str) -> str:
+    import pyarrow as pa
+
+    cols = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            cols[name] = [None if v is None else f"<{len(v)} bytes>" for v in col.to_pylist()]
+        else:
+            cols[name] = col.to_pylist()
+    if fmt == "json":
+        rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)] if cols else []
+        return json.dumps(rows, default=str, indent=None)
+    import pandas as pd
+
+    df = pd.DataFrame(cols)
+    if fmt == "csv":
+        return df.to_csv(index=False).rstrip("\n")
+    return df.to_string(index=False, max_colwidth=60) if len(df) else f"(no rows; columns: {', '.join(cols)})"
+
+
+def _existing(atlas: Path) -> AtlasStore:
+    store = AtlasStore(atlas)
+    if not store.is_atlas():
+        raise AtlasError(f"{atlas}: not an atlas (no manifest.json); build one with `atlas build --out {atlas}`")
+    store.manifest()
+    return store
+
+
+@app.command()
+@_user_errors
+def info(atlas: AtlasDir = Path("atlas-out"), as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Describe an atlas: stages, row counts, SAE metrics, models."""
+    store = _existing(atlas)
+    if as_json:
+        typer.echo(json.dumps(store.manifest(), indent=2, default=str))
+    else:
+        typer.echo(_summary(store))
+
+
+def _summary(store: AtlasStore) -> str:
+    m = store.manifest()
+    stages = m.get("stages", {})
+    lines = [f"atlas {store.root}"]
+    models = m.get("models", {})
+    if models:
+        lines.append(f"  models: clip {models.get('clip')}, decoder {models.get('decoder')}")
+    for name, s in stages.items():
+        lines.append(f"  {name:<10} {s.get('status', '?'):<8} {s.get('seconds', 0):>7.1f}s")
+    from schemas import TABLES
+
+    counts = {t: store.count_rows(t) for t in TABLES}
+    lines.append("  rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    train = stages.get("train", {}).get("summary", {})
+    hold = train.get("holdout") or {}
+    if train:
+        lines.append(
+            f"  SAE: {train.get('n_features', '?')} features; held-out explained variance "
+            f"{hold.get('explained_variance', float('nan')):.3f}, L0 {hold.get('l0', float('nan')):.1f}, "
+            f"mse {hold.get('mse', float('nan')):.4g}"
+        )
+    feat = stages.get("featurize", {}).get("summary", {})
+    if feat:
+        lines.append(f"  features: {feat['alive']:,} alive ({feat['dead_fraction']:.1%} dead), L0 {feat['l0']:.1f} over all images")
+    rend = stages.get("render", {}).get("summary", {})
+    if rend and rend.get("fidelity_top1") is not None:
+        lines.append(f"  icons: fidelity rank 1 for {rend['fidelity_top1']:.1%}, top 5 for {rend['fidelity_top5']:.1%}")
+    return "\n".join(lines)
+
+
+@app.command()
+@_user_errors
+def view(
+    atlas: AtlasDir = Path("atlas-out"),
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8501,
+    address: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+) -> None:
+    """Open the atlas in the Streamlit viewer."""
+    store = _existing(atlas)
+    app_path = Path(__file__).resolve().parent.parent / "viewer" / "app.py"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app_path),
+        "--server.headless", "true", "--server.address", address, "--server.port", str(port),
+        "--browser.gatherUsageStats", "false", "--", "--atlas", str(store.root),
+    ]  # fmt: skip
+    typer.echo(f"serving {store.root} on http://{address}:{port}")
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "ATLAS_DIR": str(store.root)}))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

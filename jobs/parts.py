@@ -1,0 +1,59 @@
+"""Committing a Ray Data stream as resumable part files.
+
+A stage's work is cut into parts whose membership is decided before the run (e.g. images 0-511 are
+`part-00000`). Every row of the Ray dataset carries its `part`; the driver consumes the stream, and once all
+rows of a part have arrived it hands them to `commit`, which writes that part's files atomically. A part that
+exists on disk is finished work and is left out of the next run, so a killed job loses only parts in flight.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from tqdm import tqdm
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def chunk(items: list, size: int) -> list[tuple[str, list]]:
+    """Cut `items` into consecutive parts of `size`: [(part name, items)]."""
+    return [(part_name(i // size), items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def commit_parts(
+    ds: ray.data.Dataset,
+    expected: dict[str, int],
+    commit: Callable[[str, pa.Table], None],
+    desc: str,
+    unit: str,
+) -> int:
+    """Consume `ds` (rows with a `part` column), calling `commit(part, rows)` as each part completes.
+    Returns the number of rows consumed."""
+    buffers: dict[str, list[pa.Table]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    done = 0
+    with tqdm(total=sum(expected.values()), desc=desc, unit=unit, dynamic_ncols=True) as bar:
+        for batch in _batches(ds):
+            for part in pc.unique(batch.column("part")).to_pylist():
+                rows = batch.filter(pc.equal(batch.column("part"), part))
+                buffers[part].append(rows)
+                counts[part] += rows.num_rows
+                if counts[part] == expected[part]:
+                    commit(part, pa.concat_tables(buffers.pop(part)))
+            bar.update(batch.num_rows)
+            done += batch.num_rows
+    if buffers:
+        missing = {p: expected[p] - counts[p] for p in buffers}
+        raise RuntimeError(f"{desc}: parts did not complete (rows missing per part: {missing})")
+    return done
+
+
+def _batches(ds: ray.data.Dataset) -> Iterable[pa.Table]:
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        yield batch if isinstance(batch, pa.Table) else pa.Table.from_pydict(batch)

@@ -1,0 +1,174 @@
+"""Every table of the atlas directory: its Arrow schema, its column docs, and the folder it lives in.
+
+A table is a folder of Parquet part files (`<atlas>/<folder>/part-*.parquet`). The embedding width `d`
+is a property of the atlas (the CLIP model), so schemas with vectors are built by `schema_for(name, dim)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+# Bumped whenever a table's schema or the directory layout changes incompatibly.
+FORMAT_VERSION = 1
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    """A fixed-size float32 vector of width `dim` (how embeddings and directions are stored)."""
+    return pa.list_(pa.float32(), dim)
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str
+    folder: str
+    doc: str
+    columns: tuple[tuple[str, str, str], ...]  # (name, arrow type name, description)
+
+    def schema(self, dim: int | None = None) -> pa.Schema:
+        fields = []
+        for col, type_name, desc in self.columns:
+            fields.append(pa.field(col, _arrow_type(type_name, dim), metadata={"doc": desc}))
+        return pa.schema(fields, metadata={"table": self.name, "format_version": str(FORMAT_VERSION)})
+
+
+def _arrow_type(type_name: str, dim: int | None) -> pa.DataType:
+    if type_name == "vector":
+        if dim is None:
+            raise ValueError("this table stores vectors: pass the embedding width `dim`")
+        return embedding_type(dim)
+    if type_name == "top_features":
+        return pa.list_(pa.struct([("feature_id", pa.int32()), ("cosine", pa.float32())]))
+    return {
+        "int16": pa.int16(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "bool": pa.bool_(),
+        "string": pa.string(),
+        "binary": pa.binary(),
+    }[type_name]
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "images",
+            "images",
+            "One row per image that was embedded.",
+            (
+                ("image_id", "int64", "stable 64-bit hash of the source URI (the same image keeps its id across runs)"),
+                ("source", "string", "where the image came from: a path relative to the source root, or a URI"),
+                ("caption", "string", "caption from the dataset (a sidecar .txt), or null"),
+                ("width", "int32", "width of the decoded image in pixels"),
+                ("height", "int32", "height of the decoded image in pixels"),
+                ("thumbnail", "binary", "small JPEG of the image for the viewer"),
+            ),
+        ),
+        TableSpec(
+            "embeddings",
+            "embeddings",
+            "CLIP image embedding of every image, raw (not L2-normalised), in the decoder's space.",
+            (
+                ("image_id", "int64", "the image (joins images.image_id)"),
+                ("embedding", "vector", "CLIP image embedding, float32[d]"),
+            ),
+        ),
+        TableSpec(
+            "errors",
+            "errors",
+            "Every input a stage skipped, and why.",
+            (
+                ("stage", "string", "the stage that skipped it: embed, render, ..."),
+                ("source", "string", "the input: a file, a feature, a row"),
+                ("error", "string", "one line saying what was wrong"),
+            ),
+        ),
+        TableSpec(
+            "train_log",
+            "sae/train_log",
+            "SAE training curve, one row every `log_every` steps, and a final row on the held-out split.",
+            (
+                ("step", "int64", "optimiser step"),
+                ("samples", "int64", "training samples seen"),
+                ("split", "string", "train (a running window) or holdout (the final evaluation)"),
+                ("loss", "float64", "mse + l1_coefficient * l1"),
+                ("mse", "float64", "mean over inputs of the squared reconstruction error, in input units"),
+                ("l1", "float64", "mean over inputs of sum_f activation_f * ||W_dec[f]||"),
+                ("l0", "float64", "mean number of non-zero activations per input"),
+                ("explained_variance", "float64", "1 - SSE/SST, SST about the per-dimension mean (float64)"),
+                ("dead_fraction", "float64", "share of features that never fired over the last dead_window samples"),
+            ),
+        ),
+        TableSpec(
+            "features",
+            "features",
+            "One row per SAE feature, with statistics over the whole dataset.",
+            (
+                ("feature_id", "int32", "index of the feature in the SAE (0 .. n_features-1)"),
+                ("alive", "bool", "fired at least once over the dataset"),
+                ("frequency", "float64", "fraction of images where the feature is active"),
+                ("mean_activation", "float64", "mean activation over the images where it is active (0 if dead)"),
+                ("max_activation", "float64", "largest activation over the dataset (0 if dead)"),
+                ("activation_mass", "float64", "sum of the feature's activations over the dataset"),
+                ("decoder_norm", "float64", "L2 norm of the feature's decoder direction"),
+                ("label", "string", "a short human label, or null"),
+            ),
+        ),
+        TableSpec(
+            "activations",
+            "activations",
+            "Every non-zero SAE activation (a sparse image x feature matrix).",
+            (
+                ("image_id", "int64", "the image"),
+                ("feature_id", "int32", "the feature"),
+                ("value", "float32", "activation (> 0)"),
+            ),
+        ),
+        TableSpec(
+            "top_images",
+            "top_images",
+            "For every alive feature, its top-k images by activation.",
+            (
+                ("feature_id", "int32", "the feature"),
+                ("rank", "int32", "1 = the image where the feature fires most"),
+                ("image_id", "int64", "the image"),
+                ("value", "float32", "the activation"),
+            ),
+        ),
+        TableSpec(
+            "icons",
+            "icons",
+            "One icon per alive feature, rendered with the template-scaled-to-1/5 method.",
+            (
+                ("feature_id", "int32", "the feature"),
+                ("image", "binary", "PNG bytes"),
+                ("feature_scale", "float32", "the activation the target feature was set to"),
+                ("seed", "int64", "the diffusion seed of this icon"),
+                ("steps", "int32", "diffusion steps"),
+                ("fidelity_rank", "int32", "re-embed the icon, SAE-encode it: rank of the target feature (1 = top)"),
+            ),
+        ),
+        TableSpec(
+            "directions",
+            "directions",
+            "Contrastive text directions: mean difference of CLIP text embeddings over prompt pairs.",
+            (
+                ("name", "string", "positive-negative, e.g. red-blue"),
+                ("positive", "string", "the positive word"),
+                ("negative", "string", "the negative word"),
+                ("n_pairs", "int32", "number of prompt pairs averaged"),
+                ("vector", "vector", "mean of (normalised positive - normalised negative) text embeddings"),
+                ("top_features", "top_features", "SAE features whose decoder direction aligns best (cosine)"),
+            ),
+        ),
+    )
+}
+
+
+def schema_for(name: str, dim: int | None = None) -> pa.Schema:
+    """The Arrow schema of table `name`; `dim` is the embedding width for tables that store vectors."""
+    return TABLES[name].schema(dim)

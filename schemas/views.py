@@ -1,0 +1,47 @@
+"""The DuckDB catalog: one view per table, reading the table's Parquet parts by a path relative to the atlas.
+
+Paths are relative so that an atlas can be moved or mounted elsewhere: open the catalog with
+`SET file_search_path = '<atlas>'` (what `atlas.catalog.connect` does), or run `duckdb atlas.duckdb` from
+inside the atlas directory.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.tables import TABLES
+
+_DUCKDB_TYPES = {
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.string(): "VARCHAR",
+    pa.binary(): "BLOB",
+}
+
+
+def duckdb_type(t: pa.DataType) -> str:
+    """The DuckDB type of an Arrow type used in the atlas schemas."""
+    if pa.types.is_fixed_size_list(t):
+        return f"{duckdb_type(t.value_type)}[{t.list_size}]"
+    if pa.types.is_list(t):
+        return f"{duckdb_type(t.value_type)}[]"
+    if pa.types.is_struct(t):
+        inner = ", ".join(f"{f.name} {duckdb_type(f.type)}" for f in t)
+        return f"STRUCT({inner})"
+    return _DUCKDB_TYPES[t]
+
+
+def view_sql(name: str, schema: pa.Schema, has_parts: bool) -> str:
+    """CREATE VIEW for one table. Vector columns are cast to fixed-size arrays so that
+    `array_cosine_similarity` works; a table with no parts yet is an empty view with the same columns."""
+    folder = TABLES[name].folder
+    if has_parts:
+        cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        source = f"read_parquet('{folder}/*.parquet')"
+        return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM {source}"
+    cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+    return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false"
