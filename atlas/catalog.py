@@ -1,7 +1,8 @@
 """The DuckDB catalog (`atlas.duckdb`): a view per table, and read-only SQL over it.
 
-`build_catalog` writes the database file atomically (a temporary file, then a rename), so readers always
-open a complete catalog. `query` runs one read-only statement with a row limit: anything that is not a
+`build_catalog` writes the database file atomically (a temporary file, then a rename), with paths relative
+to the atlas, for people who open it with DuckDB themselves (`cd <atlas> && duckdb atlas.duckdb`).
+`connect` gives the same views over absolute paths in a locked, in-memory connection. `query` runs one read-only statement with a row limit: anything that is not a
 plain query is refused, and the connection cannot read or write files outside the atlas.
 """
 
@@ -39,12 +40,14 @@ def build_catalog(store: AtlasStore, dim: int) -> list[str]:
 
 
 def connect(store: AtlasStore) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the catalog, resolving table paths inside the atlas, and locked so that
-    it cannot reach files outside it."""
+    """An in-memory connection with the catalog's views over this atlas (absolute paths), locked so that it
+    cannot reach files outside the atlas."""
     if not store.catalog_path.exists():
         raise AtlasError(f"{store.root}: no catalog yet (run `atlas index --atlas {store.root}` or `atlas build`)")
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
-    con.execute(f"SET file_search_path = {_literal(str(store.root))}")
+    dim = store.embedding_dim()
+    con = duckdb.connect()
+    for name, spec in TABLES.items():
+        con.execute(view_sql(name, spec.schema(dim), has_parts=bool(store.parts(name)), root=f"{store.root}/"))
     con.execute(f"SET allowed_directories = [{_literal(str(store.root) + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

@@ -56,7 +56,7 @@ class EmbedConfig(_Section):
 class SAEConfigSection(_Section):
     kind: Literal["relu"] = "relu"
     expansion_factor: int = Field(4, ge=1)
-    l1_coefficient: float = Field(0.3, ge=0)
+    l1_coefficient: float = Field(2.0, ge=0)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
     batch_size: int = Field(128, ge=1)

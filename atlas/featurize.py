@@ -18,7 +18,7 @@ from atlas.store import AtlasStore, table_from_rows
 @torch.inference_mode()
 def encode_sparse(sae: SparseAutoencoder, x_bd: np.ndarray, device: torch.device) -> tuple[pa.Array, pa.Array]:
     """Non-zero activations of each row: (feature_ids list<int32>, values list<float32>), one entry per row."""
-    x = torch.from_numpy(np.ascontiguousarray(x_bd, dtype=np.float32)).to(device)
+    x = torch.from_numpy(np.array(x_bd, dtype=np.float32)).to(device)  # a copy: Arrow buffers are read-only
     with autocast(device):
         a = sae.encode(x)
     a = a.float()

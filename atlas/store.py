@@ -92,6 +92,13 @@ class AtlasStore:
             raise AtlasError(f"{self.root}: table '{table}' has no data yet (run the stage that writes it)")
         return pa.concat_tables(pq.read_table(p, columns=columns) for p in parts)
 
+    def embedding_dim(self) -> int:
+        """The width of this atlas's embeddings (from the first embeddings part)."""
+        parts = self.parts("embeddings")
+        if not parts:
+            raise AtlasError(f"{self.root}: no embeddings yet (run `atlas embed` or `atlas build`)")
+        return pq.read_schema(parts[0]).field("embedding").type.list_size
+
     def count_rows(self, table: str, prefix: str = "") -> int:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts(table, prefix))
 

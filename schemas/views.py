@@ -35,13 +35,15 @@ def duckdb_type(t: pa.DataType) -> str:
     return _DUCKDB_TYPES[t]
 
 
-def view_sql(name: str, schema: pa.Schema, has_parts: bool) -> str:
-    """CREATE VIEW for one table. Vector columns are cast to fixed-size arrays so that
-    `array_cosine_similarity` works; a table with no parts yet is an empty view with the same columns."""
-    folder = TABLES[name].folder
+def view_sql(name: str, schema: pa.Schema, has_parts: bool, root: str = "") -> str:
+    """CREATE VIEW for one table, reading `<root><folder>/*.parquet` (root "" = relative to the atlas).
+    Vector columns are cast to fixed-size arrays so that `array_cosine_similarity` works; a table with no
+    parts yet is an empty view with the same columns."""
+    folder = root + TABLES[name].folder
     if has_parts:
         cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
-        source = f"read_parquet('{folder}/*.parquet')"
+        glob = f"{folder}/*.parquet".replace("'", "''")
+        source = f"read_parquet('{glob}')"
         return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM {source}"
     cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
     return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false"

@@ -66,7 +66,10 @@ class Renderer:
 def load_renderer(spec: str, device: str = "auto") -> Renderer:
     """Load a renderer from a spec string (see the module docstring)."""
     from diffusers import KandinskyV22Pipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
     dev = resolve_device(device)
     source: str | Path = spec
     if spec.startswith("builtin:"):
@@ -77,7 +80,7 @@ def load_renderer(spec: str, device: str = "auto") -> Renderer:
         raise AtlasError(f"models.decoder = {spec!r}: not a diffusers pipeline folder (no model_index.json)")
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     try:
-        pipe = KandinskyV22Pipeline.from_pretrained(str(source), torch_dtype=dtype)
+        pipe = KandinskyV22Pipeline.from_pretrained(str(source), dtype=dtype)
     except Exception as e:  # unknown id, no network, wrong folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise AtlasError(f"models.decoder = {spec!r}: diffusers could not load it ({type(e).__name__}: {first[:200]})") from None

@@ -1,0 +1,32 @@
+# Set up a virtual environment and run the atlas or its tests.
+#   make build   - set up .venv, then build the embedded default atlas into ./atlas-out (local Ray, CPU, no downloads)
+#   make test    - set up .venv, then run the test suite
+#   make view    - open ./atlas-out in the viewer on http://127.0.0.1:8501
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Extra pip arguments for torch; see README "Choosing torch wheels" (e.g. PyTorch's CPU wheel index).
+TORCH_PIP_ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup build test view clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+build: setup
+	$(BIN)/atlas build --out atlas-out
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+view: setup
+	$(BIN)/atlas view --atlas atlas-out
+
+clean:
+	rm -rf atlas-out

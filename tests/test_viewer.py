@@ -1,0 +1,227 @@
+"""The Streamlit viewer against a tiny atlas written directly (no Ray, no models), driven with AppTest."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from atlas.catalog import build_catalog, query
+from atlas.store import AtlasStore, table_from_rows
+from viewer.data import atlas_dir
+
+APP = Path(__file__).resolve().parent.parent / "viewer" / "app.py"
+DIM = 8
+N_IMAGES = 30
+N_FEATURES = 40
+DEAD = {3, 17, 25, 31, 36, 39}  # features that never fired
+TOP_K = 4
+
+
+def _picture(color: tuple[int, int, int], fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory: pytest.TempPathFactory) -> AtlasStore:
+    """A tiny but complete atlas: every table the viewer reads, a manifest and the DuckDB catalog."""
+    store = AtlasStore(tmp_path_factory.mktemp("viewer-atlas"))
+    rng = np.random.default_rng(0)
+    image_ids = list(range(1000, 1000 + N_IMAGES))
+    store.write_part("images", "part-00000", table_from_rows("images", {
+        "image_id": image_ids,
+        "source": [f"shapes/{i}.png" for i in image_ids],
+        "caption": [f"image {i}" if i % 2 else None for i in image_ids],
+        "width": [32] * N_IMAGES,
+        "height": [32] * N_IMAGES,
+        "thumbnail": [_picture((i % 256, 80, 160), "JPEG") for i in image_ids],
+    }))  # fmt: skip
+    store.write_part("embeddings", "part-00000", table_from_rows("embeddings", {
+        "image_id": image_ids, "embedding": rng.normal(size=(N_IMAGES, DIM)),
+    }, dim=DIM))  # fmt: skip
+    steps = [10, 20, 30, 40, 50]
+    store.write_part("train_log", "part-00000", table_from_rows("train_log", {
+        "step": steps + [50],
+        "samples": [s * 16 for s in steps] + [800],
+        "split": ["train"] * len(steps) + ["holdout"],
+        "loss": [1.0, 0.8, 0.6, 0.5, 0.45, 0.5],
+        "mse": [0.9, 0.7, 0.5, 0.4, 0.35, 0.4],
+        "l1": [0.3] * 6,
+        "l0": [12.0, 10.0, 9.0, 8.5, 8.0, 8.2],
+        "explained_variance": [0.1, 0.4, 0.6, 0.7, 0.75, 0.72],
+        "dead_fraction": [0.0, 0.05, 0.1, 0.15, 0.15, 0.15],
+    }))  # fmt: skip
+
+    alive = [f for f in range(N_FEATURES) if f not in DEAD]
+    frequency = {f: (0.0 if f in DEAD else float(rng.uniform(0.01, 0.5))) for f in range(N_FEATURES)}
+    store.write_part("features", "part-00000", table_from_rows("features", {
+        "feature_id": list(range(N_FEATURES)),
+        "alive": [f not in DEAD for f in range(N_FEATURES)],
+        "frequency": [frequency[f] for f in range(N_FEATURES)],
+        "mean_activation": [0.0 if f in DEAD else 1.0 + f / 10 for f in range(N_FEATURES)],
+        "max_activation": [0.0 if f in DEAD else 2.0 + f / 10 for f in range(N_FEATURES)],
+        "activation_mass": [frequency[f] * N_IMAGES for f in range(N_FEATURES)],
+        "decoder_norm": [1.0] * N_FEATURES,
+        "label": ["round things" if f == 0 else None for f in range(N_FEATURES)],
+    }))  # fmt: skip
+    # feature f's top images: TOP_K of them, except feature 1 which only fired on two images
+    top = [(f, r, image_ids[(f + r) % N_IMAGES], 3.0 - r / 10) for f in alive for r in range(1, TOP_K + 1)]
+    top = [t for t in top if not (t[0] == 1 and t[1] > 2)]
+    store.write_part("top_images", "part-00000", table_from_rows("top_images", {
+        "feature_id": [t[0] for t in top], "rank": [t[1] for t in top],
+        "image_id": [t[2] for t in top], "value": [t[3] for t in top],
+    }))  # fmt: skip
+    store.write_part("activations", "part-00000", table_from_rows("activations", {
+        "image_id": [t[2] for t in top], "feature_id": [t[0] for t in top], "value": [t[3] for t in top],
+    }))  # fmt: skip
+    store.write_part("icons", "part-00000", table_from_rows("icons", {
+        "feature_id": alive,
+        "image": [_picture((200, f * 5, 40), "PNG") for f in alive],
+        "feature_scale": [50.0] * len(alive),
+        "seed": alive,
+        "steps": [4] * len(alive),
+        "fidelity_rank": [1 + f % 7 for f in alive],
+    }))  # fmt: skip
+
+    def manifest(m: dict) -> None:
+        m["models"] = {"clip": "builtin:random-clip", "decoder": "builtin:random-decoder"}
+        holdout = {"explained_variance": 0.72, "l0": 8.2, "mse": 0.4, "dead_fraction": 0.15, "n": 3}
+        for i, name in enumerate(("embed", "train", "featurize", "render", "index")):
+            m["stages"][name] = {"status": "done", "seconds": 1.5 + i, "finished": f"2026-01-01T00:00:0{i}Z",
+                                 "summary": {"holdout": holdout} if name == "train" else {}}  # fmt: skip
+
+    store.update_manifest(manifest)
+    build_catalog(store, DIM)
+    return store
+
+
+@pytest.fixture
+def app(atlas: AtlasStore, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The app on the test atlas, after its first run (the summary page)."""
+    monkeypatch.setenv("ATLAS_DIR", str(atlas.root))
+    return AppTest.from_file(str(APP), default_timeout=60).run()
+
+
+def _exceptions(at: AppTest) -> list[str]:
+    """The exceptions the run raised, as text (so a failing assert shows them)."""
+    return [e.value for e in at.exception]
+
+
+def _sql_column(store: AtlasStore, sql: str) -> list:
+    return query(store, sql).column(0).to_pylist()
+
+
+def test_atlas_dir_from_argument_or_environment() -> None:
+    assert atlas_dir(["--atlas", "/a"], {"ATLAS_DIR": "/b"}) == "/a"
+    assert atlas_dir(["--atlas=/a", "-q"], {}) == "/a"
+    assert atlas_dir(["-q", "tests"], {"ATLAS_DIR": "/b"}) == "/b"
+    assert atlas_dir([], {}) is None
+
+
+@pytest.mark.parametrize("where", ["unset", "not-an-atlas"])
+def test_missing_atlas_is_a_clear_error(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if where == "unset":
+        monkeypatch.delenv("ATLAS_DIR", raising=False)
+    else:
+        monkeypatch.setenv("ATLAS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert ("no atlas given" if where == "unset" else "is not an atlas") in at.error[0].value
+
+
+def test_home_shows_models_stages_row_counts_and_metrics(app: AppTest, atlas: AtlasStore) -> None:
+    assert not _exceptions(app)
+    tables = {}
+    for frame in app.dataframe:
+        if "table" in frame.value.columns:
+            tables = dict(zip(frame.value["table"], frame.value["rows"], strict=True))
+    assert tables["images"] == N_IMAGES
+    assert tables["features"] == N_FEATURES
+    assert tables["icons"] == N_FEATURES - len(DEAD)
+    assert tables["top_images"] == atlas.count_rows("top_images")
+    assert tables["directions"] == 0
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["explained variance"] == "0.720"
+    assert metrics["dead features"] == "15.0%"
+    assert any("builtin:random-clip" in md.value for md in app.markdown)
+
+
+def test_grid_pages_through_alive_features_by_frequency(app: AppTest, atlas: AtlasStore) -> None:
+    app.switch_page("pages/grid.py").run()
+    assert not _exceptions(app)
+    expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive ORDER BY frequency DESC, feature_id")
+    assert len(app.image) == 24  # the default page size
+    shown = [int(b.key.removeprefix("open-")) for b in app.button if b.key.startswith("open-")]
+    assert shown == expected[:24]
+
+    app.number_input(key="grid_page").set_value(2).run()
+    assert not _exceptions(app)
+    assert len(app.image) == len(expected) - 24
+
+    app.checkbox(key="grid_alive").uncheck().run()  # dead features too; back to page 1
+    assert app.number_input(key="grid_page").value == 1
+    app.selectbox(key="grid_sort").select("feature_id").run()
+    shown = [int(b.key.removeprefix("open-")) for b in app.button if b.key.startswith("open-")]
+    assert shown == list(range(24))
+    assert len(app.image) == 24 - len(DEAD & set(range(24)))  # dead features have no icon
+
+
+def test_grid_open_button_goes_to_the_feature_page(app: AppTest, atlas: AtlasStore) -> None:
+    app.switch_page("pages/grid.py").run()
+    first = next(b for b in app.button if b.key.startswith("open-"))
+    first.click().run()
+    assert not _exceptions(app)
+    feature_id = int(first.key.removeprefix("open-"))
+    assert app.number_input(key="feature_id").value == feature_id
+    assert app.query_params["feature"] == str(feature_id)
+    assert app.title[0].value.startswith(f"Feature {feature_id}")
+
+
+@pytest.mark.parametrize("feature_id", [0, 1, 3])
+def test_feature_page_shows_icon_stats_and_top_images(app: AppTest, atlas: AtlasStore, feature_id: int) -> None:
+    app.query_params["feature"] = str(feature_id)
+    app.switch_page("pages/feature.py").run()
+    assert not _exceptions(app)
+    assert app.number_input(key="feature_id").value == feature_id
+    expected = _sql_column(atlas, f"SELECT rank FROM top_images WHERE feature_id = {feature_id} ORDER BY rank")
+    tops = [img for img in app.image if all(c.startswith("#") for c in img.captions)]
+    if feature_id in DEAD:
+        assert expected == [] and tops == []
+        assert len(app.image) == 0  # no icon either
+        return
+    assert len(tops) == 1
+    assert [c.split(" ")[0] for c in tops[0].captions] == [f"#{r}" for r in expected]
+    icon = [img for img in app.image if img.captions and img.captions[0].startswith("icon")]
+    rank = _sql_column(atlas, f"SELECT fidelity_rank FROM icons WHERE feature_id = {feature_id}")[0]
+    assert icon[0].captions == [f"icon · fidelity rank {rank}"]
+    stats = app.dataframe[0].value
+    assert int(stats["feature_id"].iloc[0]) == feature_id
+    if feature_id == 0:
+        assert app.title[0].value == "Feature 0: round things"
+
+
+def test_feature_page_follows_the_number_input(app: AppTest, atlas: AtlasStore) -> None:
+    app.switch_page("pages/feature.py").run()
+    assert app.number_input(key="feature_id").value == 0  # the first alive feature
+    app.number_input(key="feature_id").set_value(7).run()
+    assert not _exceptions(app)
+    assert app.query_params["feature"] == "7"
+    assert app.title[0].value == "Feature 7"
+
+
+def test_viewer_loads_no_models_ray_or_jobs() -> None:
+    code = (
+        "import sys, viewer.data; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'jobs', 'diffusers', 'open_clip'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

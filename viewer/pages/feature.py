@@ -1,0 +1,66 @@
+"""One feature: its icon, its statistics and the images where it fires most."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from viewer import data
+
+store = data.current_store()
+n_features = data.feature_count(store)
+if n_features == 0:
+    st.info("No features yet (run `atlas featurize`).")
+    st.stop()
+
+
+def _requested() -> int | None:
+    """The feature asked for in the URL (?feature=N), if it is a valid id."""
+    try:
+        value = int(st.query_params.get("feature", ""))
+    except ValueError:
+        return None
+    return value if 0 <= value < n_features else None
+
+
+def _to_url() -> None:
+    st.query_params["feature"] = str(st.session_state.feature_id)
+
+
+requested = _requested()
+if requested is not None and requested != st.session_state.get("feature_id"):
+    st.session_state.feature_id = requested
+elif "feature_id" not in st.session_state:
+    st.session_state.feature_id = data.first_alive_feature(store)
+feature_id = st.number_input(
+    "Feature id", min_value=0, max_value=n_features - 1, step=1, key="feature_id", on_change=_to_url
+)
+st.query_params["feature"] = str(feature_id)
+
+row = data.feature(store, feature_id)
+if row is None:
+    st.warning(f"Feature {feature_id} is not in the features table.")
+    st.stop()
+
+st.title(f"Feature {feature_id}" + (f": {row['label']}" if row["label"] else ""))
+left, right = st.columns([1, 3])
+with left:
+    if row["icon"] is not None:
+        st.image(row["icon"], caption=f"icon · fidelity rank {int(row['fidelity_rank'])}", width="stretch")
+    else:
+        st.caption("no icon for this feature")
+with right:
+    cols = st.columns(4)
+    cols[0].metric("frequency", f"{row['frequency']:.3%}")
+    cols[1].metric("max activation", f"{row['max_activation']:.4g}")
+    cols[2].metric("activation mass", f"{row['activation_mass']:.4g}")
+    cols[3].metric("fidelity rank", "-" if row["icon"] is None else int(row["fidelity_rank"]))
+    st.dataframe(pd.DataFrame([{k: v for k, v in row.items() if k != "icon"}]), hide_index=True)
+
+top = data.top_images(store, feature_id)
+st.subheader(f"Top images ({len(top)})")
+if top.empty:
+    st.info("No top images for this feature (it never fired).")
+else:
+    captions = [f"#{r.rank} · {r.value:.3g} · {r.caption or r.source}" for r in top.itertuples()]
+    st.image(list(top["thumbnail"]), caption=captions, width=128)

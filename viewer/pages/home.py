@@ -1,0 +1,43 @@
+"""Summary of the atlas: models, stages, table sizes and how well the SAE reconstructs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from viewer import data
+
+store = data.current_store()
+manifest = store.manifest()
+
+st.title("CLIP Feature Atlas")
+st.caption(f"Atlas: `{store.root}`")
+
+models = manifest.get("models", {})
+if models:
+    st.markdown("  \n".join(f"**{role}**: `{name}`" for role, name in models.items()))
+
+st.subheader("Stages")
+st.dataframe(data.stages(manifest), hide_index=True)
+
+st.subheader("Tables")
+st.dataframe(data.row_counts(store), hide_index=True)
+
+st.subheader("Sparse autoencoder")
+holdout = manifest.get("stages", {}).get("train", {}).get("summary", {}).get("holdout")
+if holdout:
+    st.caption("held-out split")
+    cols = st.columns(4)
+    cols[0].metric("explained variance", f"{holdout['explained_variance']:.3f}")
+    cols[1].metric("L0 (active features per image)", f"{holdout['l0']:.1f}")
+    cols[2].metric("MSE", f"{holdout['mse']:.4g}")
+    cols[3].metric("dead features", f"{holdout['dead_fraction']:.1%}")
+else:
+    st.info("The SAE has not been trained yet (run `atlas train`).")
+
+curve = data.train_curve(store)
+if not curve.empty:
+    st.caption("training curve")
+    for col, metric in zip(st.columns(3), ("explained_variance", "l0", "mse"), strict=True):
+        with col:
+            st.markdown(f"**{metric}**")
+            st.line_chart(curve, x="step", y=metric, height=220)
