@@ -169,6 +169,17 @@ def test_sql_over_the_catalog(built):
     assert refused.returncode == 2 and "only read-only queries" in refused.stderr
 
 
+def test_the_readme_sql_examples_run(built):
+    from atlas.catalog import query
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```sql\n", 1)[1].split("```", 1)[0]
+    statements = [s.strip() for s in block.split(";") if s.strip()]
+    assert len(statements) >= 6
+    for statement in statements:
+        query(built["store"], statement)  # raises on any error
+
+
 def test_info_reports_the_stages(built):
     text = atlas_cli("info", "--atlas", str(built["out"])).stdout
     for stage in ("embed", "train", "featurize", "render", "directions", "index"):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -31,7 +34,7 @@ def _picture(color: tuple[int, int, int], fmt: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def atlas(tmp_path_factory: pytest.TempPathFactory) -> AtlasStore:
+def atlas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtlasStore]:
     """A tiny but complete atlas: every table the viewer reads, a manifest and the DuckDB catalog."""
     store = AtlasStore(tmp_path_factory.mktemp("viewer-atlas"))
     rng = np.random.default_rng(0)
@@ -100,7 +103,11 @@ def atlas(tmp_path_factory: pytest.TempPathFactory) -> AtlasStore:
 
     store.update_manifest(manifest)
     build_catalog(store, DIM)
-    return store
+    yield store
+    # Drop the viewer's cached DuckDB connection now, not at interpreter exit (where its bindings complain).
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    gc.collect()
 
 
 @pytest.fixture
