@@ -266,6 +266,43 @@ def view(
     raise typer.Exit(subprocess.call(cmd, env={**os.environ, "ATLAS_DIR": str(store.root)}))
 
 
+toy = typer.Typer(no_args_is_help=True, help="Train the toy world's models (the embedded default's CLIP and decoder).")
+app.add_typer(toy, name="toy")
+
+
+@toy.command("train-clip")
+@_user_errors
+def toy_train_clip(
+    out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path("atlas/toyworld/weights/toy-clip"),
+    steps: int = 2000,
+    batch_size: int = 256,
+    n_train: int = 40_000,
+    device: str = "auto",
+) -> None:
+    """Train the toy CLIP from scratch on toy-world image/caption pairs."""
+    from jobs.toy import run_train_clip
+
+    metrics = run_train_clip(out, steps, batch_size, n_train, device)
+    typer.echo(f"wrote {out}: zero-shot accuracy {json.dumps(metrics['zero_shot_accuracy'])}")
+
+
+@toy.command("train-decoder")
+@_user_errors
+def toy_train_decoder(
+    clip: Annotated[Path, typer.Option("--clip", help="the toy CLIP folder")] = Path("atlas/toyworld/weights/toy-clip"),
+    out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path("atlas/toyworld/weights/toy-decoder"),
+    steps: int = 6000,
+    batch_size: int = 64,
+    n_train: int = 40_000,
+    device: str = "auto",
+) -> None:
+    """Train the toy decoder on the toy CLIP's image embeddings."""
+    from jobs.toy import run_train_decoder
+
+    metrics = run_train_decoder(clip, out, steps, batch_size, n_train, device)
+    typer.echo(f"wrote {out}: re-embedded accuracy {json.dumps(metrics['reembedded_accuracy'])}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,185 @@
+"""The toy decoder: a pixel-space diffusion model conditioned on CLIP image embeddings the way the Kandinsky
+2.2 decoder is (a diffusers UNet2DConditionModel with `encoder_hid_dim_type="image_proj"` and
+`addition_embed_type="image"`, classifier-free guidance against a negative image embedding), trained on
+toy-world images from the toy CLIP's embeddings.
+
+`ToyDecoderPipeline` is a diffusers `DiffusionPipeline` with KandinskyV22Pipeline's call signature, saved and
+loaded with `save_pretrained` / `from_pretrained`, so the renderer uses it exactly as it uses Kandinsky.
+It works in pixel space (no MoVQ: at 32 px there is nothing to compress) and L2-normalises the conditioning
+embeddings (times sqrt(d)) itself, so steering changes what an embedding points at, not how loud it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
+from diffusers.utils.torch_utils import randn_tensor
+
+
+def _condition(e: torch.Tensor) -> torch.Tensor:
+    return e / e.norm(dim=-1, keepdim=True).clamp_min(1e-6) * math.sqrt(e.shape[-1])
+
+
+class ToyDecoderPipeline(DiffusionPipeline):
+    """Image embeddings -> images, with KandinskyV22Pipeline's arguments."""
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler: DDIMScheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image_embeds: torch.Tensor,
+        negative_image_embeds: torch.Tensor,
+        height: int = 32,
+        width: int = 32,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        device = self._execution_device
+        dtype = self.unet.dtype
+        pos = _condition(image_embeds.to(device, torch.float32)).repeat_interleave(num_images_per_prompt, 0)
+        neg = _condition(negative_image_embeds.to(device, torch.float32)).repeat_interleave(num_images_per_prompt, 0)
+        n = pos.shape[0]
+        x = latents if latents is not None else randn_tensor((n, 3, height, width), generator=generator, device=device, dtype=dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        x = x * self.scheduler.init_noise_sigma
+        guided = guidance_scale > 1.0
+        cond = torch.cat([neg, pos]).to(dtype) if guided else pos.to(dtype)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            inp = torch.cat([x, x]) if guided else x
+            out = self.unet(inp, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample
+            if guided:
+                uncond, cond_out = out.chunk(2)
+                out = uncond + guidance_scale * (cond_out - uncond)
+            x = self.scheduler.step(out, t, x, generator=generator).prev_sample
+        images = (x.float() / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            result = images
+        else:
+            result = images.permute(0, 2, 3, 1).cpu().numpy()
+            if output_type == "pil":
+                result = self.numpy_to_pil(result)
+        return ImagePipelineOutput(images=result) if return_dict else (result,)
+
+
+def new_toy_decoder(embed_dim: int = 64, image_size: int = 32, seed: int = 0) -> ToyDecoderPipeline:
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=image_size,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
+        block_out_channels=(64, 128, 192),
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        encoder_hid_dim_type="image_proj",
+        encoder_hid_dim=embed_dim,
+        addition_embed_type="image",
+        cross_attention_dim=128,
+        attention_head_dim=32,
+        resnet_time_scale_shift="scale_shift",
+        norm_num_groups=32,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        clip_sample=True,
+        set_alpha_to_one=True,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )
+    return ToyDecoderPipeline(unet=unet.eval(), scheduler=scheduler)
+
+
+@dataclass
+class DecoderTrainResult:
+    steps: int
+    seconds: float
+    final_loss: float
+
+
+def train_toy_decoder(
+    pipe: ToyDecoderPipeline,
+    pixels_bhwc: np.ndarray,
+    embeddings: np.ndarray,
+    zero_embedding: np.ndarray,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 3e-4,
+    cond_dropout: float = 0.1,
+    ema_decay: float = 0.999,
+    seed: int = 0,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    evaluate: Callable[[ToyDecoderPipeline, int], None] | None = None,
+    eval_every: int = 0,
+) -> DecoderTrainResult:
+    """Train `pipe.unet` in place (its weights end as the EMA of training) on images and their embeddings.
+    Dropped conditions are replaced by `zero_embedding`, the negative used for guidance at sampling time."""
+    dev = torch.device(device)
+    unet = pipe.unet.to(dev).train()
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    sched = pipe.scheduler
+    alphas = sched.alphas_cumprod.to(dev)
+    x_all = torch.from_numpy(pixels_bhwc).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    e_all = _condition(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)))
+    e_zero = _condition(torch.from_numpy(np.asarray(zero_embedding, dtype=np.float32)).reshape(1, -1))
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    warmup = 200
+    t0 = time.perf_counter()
+    loss_value = float("nan")
+    for step in range(steps):
+        lr_now = lr * min(1.0, (step + 1) / warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
+        x0, e = x_all[idx].to(dev), e_all[idx].clone()
+        drop = torch.rand(batch_size, generator=g) < cond_dropout
+        e[drop] = e_zero
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=g).to(dev)
+        noise = torch.randn(x0.shape, generator=g).to(dev)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        v = a.sqrt() * noise - (1 - a).sqrt() * x0
+        pred = unet(xt, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": e.to(dev)}).sample
+        loss = torch.nn.functional.mse_loss(pred, v)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        loss_value = loss.item()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"step {step:5d}  loss {loss_value:.4f}  {time.perf_counter() - t0:.0f}s")
+        if evaluate and eval_every and step and step % eval_every == 0:
+            pipe.unet = ema
+            evaluate(pipe, step)
+            pipe.unet = unet
+    pipe.unet = ema.cpu()
+    return DecoderTrainResult(steps, time.perf_counter() - t0, loss_value)
+
+
+def save_toy_decoder(pipe: ToyDecoderPipeline, out_dir: Path) -> None:
+    pipe.save_pretrained(out_dir, safe_serialization=True)
