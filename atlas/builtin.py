@@ -8,6 +8,8 @@ Each is created once, deterministically, in a cache folder (`$ATLAS_CACHE`, defa
 - `builtin:random-decoder`: a small Kandinsky-2.2-shaped decoder (UNet2DConditionModel with image-embedding
   conditioning + a spatially-normalised VQ "MoVQ" + DDIM), seeded random weights, conditioned on 64-d embeddings.
 - `builtin:shapes`: the toy world's image folder (`atlas.toyworld`).
+- `builtin:toy-clip`, `builtin:toy-decoder`: the toy world's CLIP and decoder, trained by `atlas toy ...` and
+  shipped in `atlas/toyworld/weights/` (see each folder's MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -56,19 +58,11 @@ def _make_random_clip(out: Path) -> None:
     import open_clip
     import torch
 
-    from atlas.models.clip import save_local_clip
+    from atlas.models.clip import clip_preprocess_cfg, save_local_clip
 
     torch.manual_seed(0)
     model = open_clip.CLIP(**RANDOM_CLIP_CFG)
-    model.visual.preprocess_cfg = {
-        "size": RANDOM_CLIP_CFG["vision_cfg"]["image_size"],
-        "mode": "RGB",
-        "mean": (0.48145466, 0.4578275, 0.40821073),
-        "std": (0.26862954, 0.26130258, 0.27577711),
-        "interpolation": "bicubic",
-        "resize_mode": "shortest",
-        "fill_color": 0,
-    }
+    model.visual.preprocess_cfg = clip_preprocess_cfg(RANDOM_CLIP_CFG["vision_cfg"]["image_size"])
     save_local_clip(model, RANDOM_CLIP_CFG, out)
 
 
@@ -124,13 +118,21 @@ def _make_random_decoder(out: Path) -> None:
 
 
 _MODELS = {"builtin:random-clip": _make_random_clip, "builtin:random-decoder": _make_random_decoder}
+SHIPPED = Path(__file__).resolve().parent / "toyworld" / "weights"
+_SHIPPED = {"builtin:toy-clip": "toy-clip", "builtin:toy-decoder": "toy-decoder"}
 
 
 def builtin_model_dir(spec: str) -> Path:
-    """The local folder of a built-in model, made on first use."""
+    """The local folder of a built-in model: shipped with the package, or made on first use."""
+    if spec in _SHIPPED:
+        folder = SHIPPED / _SHIPPED[spec]
+        if not folder.is_dir():
+            raise AtlasError(f"{spec}: its weights are missing from {folder} (train them with `atlas toy ...`)")
+        return folder
     make = _MODELS.get(spec)
     if make is None:
-        raise AtlasError(f"unknown built-in model {spec!r} (known: {', '.join(sorted(_MODELS))})")
+        known = ", ".join(sorted([*_MODELS, *_SHIPPED]))
+        raise AtlasError(f"unknown built-in model {spec!r} (known: {known})")
     return _cached(spec.removeprefix("builtin:"), make)
 
 

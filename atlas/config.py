@@ -31,13 +31,13 @@ class DataConfig(_Section):
 class WorldConfig(_Section):
     """The generated image set used when data.source = builtin:shapes."""
 
-    n_images: int = Field(1200, ge=1)
+    n_images: int = Field(2000, ge=1)
     image_size: int = Field(32, ge=16, le=256)
     seed: int = 0
 
 
 class ModelsConfig(_Section):
-    clip: str = Field("builtin:random-clip", description="open_clip:<arch>/<pretrained>, a local model dir, or builtin:*")
+    clip: str = Field("builtin:toy-clip", description="open_clip:<arch>/<pretrained>, a local model dir, or builtin:*")
     decoder: str = Field("builtin:random-decoder", description="a diffusers model id or local dir, or builtin:*")
 
 
@@ -56,11 +56,11 @@ class EmbedConfig(_Section):
 class SAEConfigSection(_Section):
     kind: Literal["relu"] = "relu"
     expansion_factor: int = Field(4, ge=1)
-    l1_coefficient: float = Field(2.0, ge=0)
-    lr: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(50, ge=0)
+    l1_coefficient: float = Field(1.0, ge=0)
+    lr: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
     batch_size: int = Field(128, ge=1)
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(30, ge=1)
     log_every: int = Field(25, ge=1)
     holdout_fraction: float = Field(0.1, ge=0, lt=1)
     dead_window: int = Field(5000, ge=1, description="samples without firing after which a feature counts as dead")
@@ -76,12 +76,12 @@ class FeaturizeConfig(_Section):
 class RenderConfig(_Section):
     template: str = Field("gray", description="template image file, or gray")
     template_scale: float = Field(0.2, ge=0, description="all template activations are multiplied by this")
-    feature_scale: float = Field(50.0, gt=0, description="the target feature is set to this activation")
+    feature_scale: float = Field(5.0, gt=0, description="the target feature is set to this activation")
     negative: Literal["zero", "template"] = "zero"
     keep_error: bool = Field(False, description="add the template's SAE reconstruction error back")
     steps: int = Field(12, ge=1)
     guidance_scale: float = Field(4.0, ge=1)
-    size: int = Field(64, ge=32)
+    size: int = Field(32, ge=16)
     seed: int = 0
     batch_size: int = Field(16, ge=1)
     part_size: int = Field(128, ge=1, description="icons per output part (the unit of resume)")
@@ -89,10 +89,10 @@ class RenderConfig(_Section):
 
 
 class DirectionsConfig(_Section):
-    pairs: list[tuple[str, str]] = [("red", "blue"), ("big", "small"), ("striped", "plain")]
-    mediums: list[str] = ["photo", "drawing", "painting", "picture"]
-    subjects: list[str] = ["circle", "square", "triangle", "star", "object"]
-    template: str = "a {medium} of a {word} {subject}"
+    pairs: list[tuple[str, str]] = [("red", "blue"), ("green", "yellow"), ("white", "black"), ("striped", "dotted")]
+    mediums: list[str] = ["small", "big"]
+    subjects: list[str] = ["circle", "square", "triangle", "star", "cross", "ring"]
+    template: str = "a {medium} {word} {subject}"
     top_features: int = Field(10, ge=1)
 
     @field_validator("template")

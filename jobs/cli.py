@@ -206,6 +206,23 @@ def _existing(atlas: Path) -> AtlasStore:
     return store
 
 
+@app.command("eval")
+@_user_errors
+def evaluate(atlas: AtlasDir = Path("atlas-out")) -> None:
+    """Score the atlas against ground-truth labels (toy-world data): best feature per factor value, icon fidelity."""
+    from jobs.evaluate import run_eval
+
+    store = _existing(atlas)
+    result = run_eval(_config_for(store, None), store)
+    typer.echo(_format(result["table"].drop_columns(["n_images"]), "table"))
+    by_factor = ", ".join(f"{f} {v:.0%}" for f, v in result["captured_by_factor"].items())
+    typer.echo(f"\nfactor values captured by a feature (AUROC >= 0.95): {result['captured']:.0%} ({by_factor})")
+    fid = result["icon_fidelity"]
+    if fid:
+        typer.echo(f"icon fidelity over {fid['icons']} icons: rank 1 {fid['rank1']:.1%}, top 5 {fid['top5']:.1%}")
+    typer.echo(f"written to {store.table_dir('evaluation')}")
+
+
 @app.command()
 @_user_errors
 def info(atlas: AtlasDir = Path("atlas-out"), as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -291,7 +308,7 @@ def toy_train_clip(
 def toy_train_decoder(
     clip: Annotated[Path, typer.Option("--clip", help="the toy CLIP folder")] = Path("atlas/toyworld/weights/toy-clip"),
     out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path("atlas/toyworld/weights/toy-decoder"),
-    steps: int = 6000,
+    steps: int = 2400,
     batch_size: int = 64,
     n_train: int = 40_000,
     device: str = "auto",

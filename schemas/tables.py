@@ -165,6 +165,19 @@ TABLES: dict[str, TableSpec] = {
                 ("top_features", "top_features", "SAE features whose decoder direction aligns best (cosine)"),
             ),
         ),
+        TableSpec(
+            "evaluation",
+            "evaluation",
+            "Ground truth (labelled data only, `atlas eval`): how well single features predict each factor value.",
+            (
+                ("factor", "string", "a generating factor of the data: colour, shape, ..."),
+                ("value", "string", "one value of it: red, circle, ..."),
+                ("n_images", "int32", "images with this value"),
+                ("best_feature_id", "int32", "the feature whose activation best predicts the value"),
+                ("auroc", "float64", "that feature's AUROC at predicting the value (0.5 = chance)"),
+                ("captured", "bool", "auroc >= 0.95"),
+            ),
+        ),
     )
 }
 

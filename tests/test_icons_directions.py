@@ -53,7 +53,9 @@ def test_fidelity_rank_counts_stronger_features(sae):
 
 def test_direction_is_the_mean_of_normalised_pair_differences():
     emb = load_embedder("builtin:random-clip", "cpu")
-    cfg = DirectionsConfig(mediums=["photo", "drawing"], subjects=["circle", "star", "dog"])
+    cfg = DirectionsConfig(
+        mediums=["photo", "drawing"], subjects=["circle", "star", "dog"], template="a {medium} of a {word} {subject}"
+    )
     pairs = prompt_pairs("red", "blue", cfg)
     assert len(pairs) == 6 and pairs[0] == ("a photo of a red circle", "a photo of a blue circle")
     v = contrastive_direction(emb, pairs)

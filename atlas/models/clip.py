@@ -27,6 +27,19 @@ from atlas.errors import AtlasError
 from atlas.models.device import autocast, resolve_device
 
 
+def clip_preprocess_cfg(size: int) -> dict:
+    """open_clip's preprocess config for a model trained from scratch here (OpenAI's mean and std)."""
+    return {
+        "size": size,
+        "mode": "RGB",
+        "mean": (0.48145466, 0.4578275, 0.40821073),
+        "std": (0.26862954, 0.26130258, 0.27577711),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "fill_color": 0,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ImageGeometry:
     """What the CPU side needs to prepare pixels for this model."""

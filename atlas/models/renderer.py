@@ -2,7 +2,8 @@
 
 Specs: a diffusers model id (`kandinsky-community/kandinsky-2-2-decoder`, needs the network or a filled
 hub cache), a local folder written by `save_pretrained`, or `builtin:<name>` (a model this project makes,
-saved and loaded through the same `from_pretrained` path).
+saved and loaded through the same `from_pretrained` path). A folder whose model_index.json names
+`ToyDecoderPipeline` loads the toy world's decoder, which has KandinskyV22Pipeline's call signature.
 
 Batches use one seeded `torch.Generator` per image, so every image in a batch is reproducible on its own
 (a single generator for the whole batch would make only the first image independent of its batch-mates).
@@ -10,6 +11,7 @@ Batches use one seeded `torch.Generator` per image, so every image in a batch is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +81,14 @@ def load_renderer(spec: str, device: str = "auto") -> Renderer:
     elif Path(spec).exists() and not (Path(spec) / "model_index.json").exists():
         raise AtlasError(f"models.decoder = {spec!r}: not a diffusers pipeline folder (no model_index.json)")
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    pipeline_class = KandinskyV22Pipeline
+    index = Path(source) / "model_index.json"
+    if index.exists() and json.loads(index.read_text()).get("_class_name") == "ToyDecoderPipeline":
+        from atlas.toyworld.decoder_model import ToyDecoderPipeline
+
+        pipeline_class = ToyDecoderPipeline
     try:
-        pipe = KandinskyV22Pipeline.from_pretrained(str(source), dtype=dtype)
+        pipe = pipeline_class.from_pretrained(str(source), dtype=dtype)
     except Exception as e:  # unknown id, no network, wrong folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise AtlasError(f"models.decoder = {spec!r}: diffusers could not load it ({type(e).__name__}: {first[:200]})") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atlas.models.clip import ClipEmbedder, save_local_clip
+from atlas.models.clip import ClipEmbedder, clip_preprocess_cfg, save_local_clip
 from atlas.toyworld.world import FACTOR_VALUES, FACTORS, Scene, render_array, scenes
 
 TOY_CLIP_CFG = {
@@ -20,15 +20,7 @@ TOY_CLIP_CFG = {
     "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
     "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4},
 }
-PREPROCESS = {
-    "size": 32,
-    "mode": "RGB",
-    "mean": (0.48145466, 0.4578275, 0.40821073),
-    "std": (0.26862954, 0.26130258, 0.27577711),
-    "interpolation": "bicubic",
-    "resize_mode": "shortest",
-    "fill_color": 0,
-}
+PREPROCESS = clip_preprocess_cfg(TOY_CLIP_CFG["vision_cfg"]["image_size"])
 
 
 def new_toy_clip(seed: int = 0) -> torch.nn.Module:
