@@ -72,3 +72,14 @@ def test_aligned_features_are_ranked_by_cosine(sae):
     assert top[0]["feature_id"] == 11 and top[0]["cosine"] == pytest.approx(1.0, abs=1e-6)
     cos = [t["cosine"] for t in top]
     assert cos == sorted(cos, reverse=True)
+
+
+def test_direction_strip_middle_is_unchanged_and_steps_scale_with_the_norm():
+    from atlas.steering import direction_strip
+
+    z = np.array([3.0, 4.0], np.float32)  # norm 5
+    d = np.array([0.0, 1.0], np.float32)
+    strip = direction_strip(z, d, [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(strip[1], z)
+    np.testing.assert_allclose(strip[2] - z, [0.0, 5.0])
+    np.testing.assert_allclose(strip[0] - z, [0.0, -5.0])
