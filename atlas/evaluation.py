@@ -70,9 +70,3 @@ def evaluate_factors(store: AtlasStore, image_root: Path, n_features: int) -> pa
             out["captured"].append(bool(auc[best] >= CAPTURED_AUROC))
     return table_from_rows("evaluation", out)
 
-
-def icon_fidelity(store: AtlasStore) -> dict[str, float]:
-    if not store.parts("icons"):
-        return {}
-    ranks = store.read_table("icons", ["fidelity_rank"]).column("fidelity_rank").to_numpy()
-    return {"icons": len(ranks), "rank1": float(np.mean(ranks == 1)), "top5": float(np.mean(ranks <= 5))}

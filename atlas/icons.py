@@ -18,6 +18,7 @@ from PIL import Image
 from atlas.errors import AtlasError
 from atlas.models.clip import ClipEmbedder
 from atlas.models.sae import SparseAutoencoder
+from atlas.store import AtlasStore
 
 
 def template_embedding(embedder: ClipEmbedder, template: str) -> np.ndarray:
@@ -60,6 +61,14 @@ def fidelity_ranks(sae: SparseAutoencoder, icon_embeddings_bd: np.ndarray, featu
     ids = torch.as_tensor(np.asarray(feature_ids, dtype=np.int64))
     target = a[torch.arange(len(ids)), ids]
     return (1 + (a > target[:, None]).sum(dim=1)).numpy().astype(np.int32)
+
+
+def icon_fidelity(store: AtlasStore) -> dict[str, float]:
+    """Over the icons table: how many icons, and the share whose own feature ranks first / in the top 5."""
+    if not store.parts("icons"):
+        return {}
+    ranks = store.read_table("icons", ["fidelity_rank"]).column("fidelity_rank").to_numpy()
+    return {"icons": len(ranks), "rank1": float(np.mean(ranks == 1)), "top5": float(np.mean(ranks <= 5))}
 
 
 def png_bytes(img: Image.Image) -> bytes:

@@ -258,9 +258,9 @@ def _summary(store: AtlasStore) -> str:
     feat = stages.get("featurize", {}).get("summary", {})
     if feat:
         lines.append(f"  features: {feat['alive']:,} alive ({feat['dead_fraction']:.1%} dead), L0 {feat['l0']:.1f} over all images")
-    rend = stages.get("render", {}).get("summary", {})
-    if rend and rend.get("fidelity_top1") is not None:
-        lines.append(f"  icons: fidelity rank 1 for {rend['fidelity_top1']:.1%}, top 5 for {rend['fidelity_top5']:.1%}")
+    fid = stages.get("render", {}).get("summary", {}).get("fidelity")
+    if fid:
+        lines.append(f"  icons: fidelity rank 1 for {fid['rank1']:.1%}, top 5 for {fid['top5']:.1%}")
     return "\n".join(lines)
 
 

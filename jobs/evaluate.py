@@ -8,7 +8,8 @@ import numpy as np
 
 from atlas.catalog import build_catalog
 from atlas.config import AtlasConfig
-from atlas.evaluation import evaluate_factors, icon_fidelity
+from atlas.evaluation import evaluate_factors
+from atlas.icons import icon_fidelity
 from atlas.models.sae import load_sae
 from atlas.store import AtlasStore
 from jobs.embed import source_root

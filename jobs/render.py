@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import ray
 
 from atlas.config import AtlasConfig, RenderConfig
-from atlas.icons import fidelity_ranks, icon_embeddings, png_bytes, template_embedding
+from atlas.icons import fidelity_ranks, icon_embeddings, icon_fidelity, png_bytes, template_embedding
 from atlas.models.clip import load_embedder
 from atlas.models.renderer import load_renderer
 from atlas.models.sae import load_sae
@@ -89,10 +89,8 @@ def run_render(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
             store.write_part("icons", part, icons)
 
         commit_parts(ds, {p: len(f) for p, f in pending}, commit, "render", "icon")
-    ranks = store.read_table("icons", ["fidelity_rank"]).column("fidelity_rank").to_numpy() if store.parts("icons") else np.array([])
     return {
         "rows": {"icons": store.count_rows("icons")},
         "parts_resumed": len(parts) - len(pending),
-        "fidelity_top1": float(np.mean(ranks == 1)) if len(ranks) else None,
-        "fidelity_top5": float(np.mean(ranks <= 5)) if len(ranks) else None,
+        "fidelity": icon_fidelity(store),
     }

@@ -129,7 +129,7 @@ def load_embedder(spec: str, device: str = "auto") -> ClipEmbedder:
         except Exception as e:  # unknown arch/tag, or no network to fetch the weights
             raise AtlasError(f"models.clip = {spec!r}: open_clip could not load it ({_one_line(e)})") from None
         tokenizer = open_clip.get_tokenizer(arch)
-        return ClipEmbedder(model, tokenizer, _geometry(model), dev, spec)
+        return ClipEmbedder(model, tokenizer, geometry_of(model), dev, spec)
     path = Path(spec)
     if path.is_dir():
         return _load_local(path, dev, spec)
@@ -146,10 +146,11 @@ def _load_local(path: Path, device: torch.device, spec: str) -> ClipEmbedder:
         tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
     except Exception as e:
         raise AtlasError(f"{path}: open_clip could not load this model folder ({_one_line(e)})") from None
-    return ClipEmbedder(model, tokenizer, _geometry(model), device, spec)
+    return ClipEmbedder(model, tokenizer, geometry_of(model), device, spec)
 
 
-def _geometry(model: torch.nn.Module) -> ImageGeometry:
+def geometry_of(model: torch.nn.Module) -> ImageGeometry:
+    """Input size, mean and std from an open_clip model's preprocess config."""
     cfg = model.visual.preprocess_cfg
     size = cfg["size"]
     size = size[0] if isinstance(size, (tuple, list)) else size

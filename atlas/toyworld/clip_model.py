@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atlas.models.clip import ClipEmbedder, clip_preprocess_cfg, save_local_clip
+from atlas.models.clip import ClipEmbedder, clip_preprocess_cfg, geometry_of, save_local_clip
 from atlas.toyworld.world import FACTOR_VALUES, FACTORS, Scene, render_array, scenes
 
 TOY_CLIP_CFG = {
@@ -94,15 +94,9 @@ def train_toy_clip(
     half = model.half()
     save_local_clip(half, TOY_CLIP_CFG, out_dir)
     model.float()
-    embedder = ClipEmbedder(model, tokenizer, _geometry(), torch.device("cpu"), str(out_dir))
+    embedder = ClipEmbedder(model, tokenizer, geometry_of(model), torch.device("cpu"), str(out_dir))
     accuracy = zero_shot_accuracy(embedder, scenes(1000, seed + 2))
     return ClipTrainResult(steps, seconds, loss_value, accuracy)
-
-
-def _geometry():
-    from atlas.models.clip import ImageGeometry
-
-    return ImageGeometry(PREPROCESS["size"], PREPROCESS["mean"], PREPROCESS["std"])
 
 
 def zero_shot_accuracy(
