@@ -17,55 +17,16 @@ from typing import Annotated, Any
 
 import typer
 
-from atlas.config import AtlasConfig, config_from_dict, load_config
+from atlas.config import AtlasConfig, load_config
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
+from jobs import cli_data, cli_generate, cli_serve
+from jobs.cli_common import AtlasDir, ConfigFile, config_for, existing_atlas, format_table, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="CLIP Feature Atlas: SAE features of CLIP embeddings, browsable.")
 
-AtlasDir = Annotated[Path, typer.Option("--atlas", "-a", help="the atlas directory")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: the atlas's own, else the embedded default)")]
-
-
-def _user_errors(fn: Callable) -> Callable:
-    """Turn user mistakes into one line on stderr and exit status 2, wherever they were raised (Ray included)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AtlasError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        except Exception as e:
-            cause = _atlas_cause(e)
-            if cause is None:
-                raise
-            typer.echo(f"error: {cause}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _atlas_cause(e: BaseException) -> AtlasError | None:
-    seen = 0
-    while e is not None and seen < 10:
-        if isinstance(e, AtlasError):
-            return e
-        e = getattr(e, "cause", None) or e.__cause__  # RayTaskError carries the remote exception as .cause
-        seen += 1
-    return None
-
-
 def _say(msg: str) -> None:
     typer.echo(msg)
-
-
-def _config_for(store: AtlasStore, config: Path | None) -> AtlasConfig:
-    if config is not None:
-        return load_config(config)
-    recorded = store.manifest().get("config") if store.is_atlas() else None
-    return config_from_dict(recorded, f"{store.manifest_path} (recorded config)") if recorded else AtlasConfig()
 
 
 def _runners() -> dict[str, Callable[[AtlasConfig, AtlasStore], dict[str, Any]]]:
@@ -120,7 +81,7 @@ def _run_stages(names: list[str], cfg: AtlasConfig, store: AtlasStore) -> int:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def build(
     config: ConfigFile = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="the atlas directory to write")] = Path("atlas-out"),
@@ -145,7 +106,7 @@ def _stage_command(name: str) -> None:
 
     def command(atlas: AtlasDir = Path("atlas-out"), config: ConfigFile = None) -> None:
         store = _open_for_writing(atlas)
-        cfg = _config_for(store, config)
+        cfg = config_for(store, config)
         _run_stages([name], cfg, store)
         later = [s for s in downstream(name)[1:]]
         if later:
@@ -153,7 +114,7 @@ def _stage_command(name: str) -> None:
 
     command.__doc__ = f"Run the {name} stage: {STAGES[name].description}."
     command.__name__ = name
-    app.command(name=name)(_user_errors(command))
+    app.command(name=name)(user_errors(command))
 
 
 for _name in ("embed", "train", "featurize", "render", "directions", "index"):
@@ -161,7 +122,7 @@ for _name in ("embed", "train", "featurize", "render", "directions", "index"):
 
 
 @app.command()
-@_user_errors
+@user_errors
 def sql(
     query: Annotated[str, typer.Argument(help="one read-only SQL statement over the atlas views")],
     atlas: AtlasDir = Path("atlas-out"),
@@ -173,48 +134,20 @@ def sql(
 
     if format not in ("table", "csv", "json"):
         raise AtlasError(f"--format {format!r}: use table, csv or json")
-    store = _existing(atlas)
+    store = existing_atlas(atlas)
     result = run_query(store, query, limit=limit)
-    typer.echo(_format(result, format))
-
-
-def _format(table, fmt: str) -> str:
-    import pyarrow as pa
-
-    cols = {}
-    for name, col in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            cols[name] = [None if v is None else f"<{len(v)} bytes>" for v in col.to_pylist()]
-        else:
-            cols[name] = col.to_pylist()
-    if fmt == "json":
-        rows = [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)] if cols else []
-        return json.dumps(rows, default=str, indent=None)
-    import pandas as pd
-
-    df = pd.DataFrame(cols)
-    if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
-    return df.to_string(index=False, max_colwidth=60) if len(df) else f"(no rows; columns: {', '.join(cols)})"
-
-
-def _existing(atlas: Path) -> AtlasStore:
-    store = AtlasStore(atlas)
-    if not store.is_atlas():
-        raise AtlasError(f"{atlas}: not an atlas (no manifest.json); build one with `atlas build --out {atlas}`")
-    store.manifest()
-    return store
+    typer.echo(format_table(result, format))
 
 
 @app.command("eval")
-@_user_errors
+@user_errors
 def evaluate(atlas: AtlasDir = Path("atlas-out")) -> None:
     """Score the atlas against ground-truth labels (toy-world data): best feature per factor value, icon fidelity."""
     from jobs.evaluate import run_eval
 
-    store = _existing(atlas)
-    result = run_eval(_config_for(store, None), store)
-    typer.echo(_format(result["table"].drop_columns(["n_images"]), "table"))
+    store = existing_atlas(atlas)
+    result = run_eval(config_for(store, None), store)
+    typer.echo(format_table(result["table"].drop_columns(["n_images"]), "table"))
     by_factor = ", ".join(f"{f} {v:.0%}" for f, v in result["captured_by_factor"].items())
     typer.echo(f"\nfactor values captured by a feature (AUROC >= 0.95): {result['captured']:.0%} ({by_factor})")
     fid = result["icon_fidelity"]
@@ -224,10 +157,10 @@ def evaluate(atlas: AtlasDir = Path("atlas-out")) -> None:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def info(atlas: AtlasDir = Path("atlas-out"), as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Describe an atlas: stages, row counts, SAE metrics, models."""
-    store = _existing(atlas)
+    store = existing_atlas(atlas)
     if as_json:
         typer.echo(json.dumps(store.manifest(), indent=2, default=str))
     else:
@@ -265,14 +198,14 @@ def _summary(store: AtlasStore) -> str:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def view(
     atlas: AtlasDir = Path("atlas-out"),
     port: Annotated[int, typer.Option(help="port to serve on")] = 8501,
     address: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
 ) -> None:
     """Open the atlas in the Streamlit viewer."""
-    store = _existing(atlas)
+    store = existing_atlas(atlas)
     app_path = Path(__file__).resolve().parent.parent / "viewer" / "app.py"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_path),
@@ -288,7 +221,7 @@ app.add_typer(toy, name="toy")
 
 
 @toy.command("train-clip")
-@_user_errors
+@user_errors
 def toy_train_clip(
     out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path("atlas/toyworld/weights/toy-clip"),
     steps: int = 2000,
@@ -304,7 +237,7 @@ def toy_train_clip(
 
 
 @toy.command("train-decoder")
-@_user_errors
+@user_errors
 def toy_train_decoder(
     clip: Annotated[Path, typer.Option("--clip", help="the toy CLIP folder")] = Path("atlas/toyworld/weights/toy-clip"),
     out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path("atlas/toyworld/weights/toy-decoder"),
@@ -318,6 +251,14 @@ def toy_train_decoder(
 
     metrics = run_train_decoder(clip, out, steps, batch_size, n_train, device)
     typer.echo(f"wrote {out}: re-embedded accuracy {json.dumps(metrics['reembedded_accuracy'])}")
+
+
+bench = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios against a bare baseline run in the same process, written as JSON.")
+app.add_typer(bench, name="bench")
+
+# Commands that live in their own modules, one per plane.
+for _module in (cli_data, cli_generate, cli_serve):
+    _module.register(app, bench)
 
 
 def main() -> None:

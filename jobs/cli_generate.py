@@ -1,0 +1,9 @@
+"""Generation-plane commands: steering, concepts, interpolation; the render benchmark."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add this module's commands to the `atlas` app and its `bench` group."""
