@@ -54,23 +54,28 @@ class EmbedConfig(_Section):
 
 
 class SAEConfigSection(_Section):
-    kind: Literal["relu"] = "relu"
-    expansion_factor: int = Field(4, ge=1)
-    l1_coefficient: float = Field(1.0, ge=0)
-    lr: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    batch_size: int = Field(128, ge=1)
-    epochs: int = Field(30, ge=1)
-    log_every: int = Field(25, ge=1)
-    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    kind: Literal["relu", "topk"] = Field("relu", description="relu (ReLU + decoder-norm-weighted L1) or topk (+ AuxK)")
+    expansion_factor: int = Field(4, ge=1, description="n_features = expansion_factor * embedding width")
+    l1_coefficient: float = Field(1.0, ge=0, description="weight of the L1 penalty (relu only)")
+    k: int = Field(8, ge=1, description="active features per input (topk only)")
+    aux_k: int = Field(0, ge=0, description="dead features the AuxK loss may use per input (topk only; 0 = d_in / 2)")
+    aux_coefficient: float = Field(1 / 32, ge=0, description="weight of the AuxK loss against dead features (topk only)")
+    lr: float = Field(3e-3, gt=0, description="peak Adam learning rate")
+    warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up, then cosine decay to 10%")
+    batch_size: int = Field(128, ge=1, description="training rows per optimiser step")
+    epochs: int = Field(30, ge=1, description="passes over the training split")
+    log_every: int = Field(25, ge=1, description="steps between train_log rows")
+    checkpoint_every: int = Field(200, ge=0, description="steps between resumable checkpoints (0 = none)")
+    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="share of images (by id hash) kept for evaluation")
     dead_window: int = Field(5000, ge=1, description="samples without firing after which a feature counts as dead")
-    shuffle_buffer: int = Field(4096, ge=1)
-    seed: int = 0
+    shuffle_buffer: int = Field(4096, ge=1, description="rows in the streaming shuffle buffer")
+    seed: int = Field(0, description="initialisation and data-order seed")
 
 
 class FeaturizeConfig(_Section):
-    batch_size: int = Field(256, ge=1)
-    top_k: int = Field(16, ge=1)
+    batch_size: int = Field(256, ge=1, description="embeddings per SAE forward")
+    top_k: int = Field(16, ge=1, description="top images stored per feature")
+    histogram_bins: int = Field(20, ge=2, le=200, description="bins of the histogram of log10(feature frequency) over features")
 
 
 class RenderConfig(_Section):

@@ -87,3 +87,76 @@ def test_parquet_batches_stream_every_row_once(tmp_path):
     assert sorted(seen.tolist()) == sorted(np.concatenate(all_ids).tolist())
     assert all((x[:, 0] == i).all() for i, x in got)  # rows stay with their ids
     assert seen.tolist() != sorted(seen.tolist())  # shuffled
+
+
+def test_topk_keeps_exactly_k_and_undoes_the_input_scale():
+    sae = SparseAutoencoder(SAEConfig(d_in=6, n_features=24, kind="topk", k=3, input_scale=2.0))
+    with torch.no_grad():
+        sae.b_enc.fill_(5.0)  # every pre-activation positive: exactly k survive
+    x = torch.randn(7, 6)
+    a = sae.encode(x)
+    pre = (x * 2.0 - sae.b_dec) @ sae.W_enc + sae.b_enc
+    assert ((a > 0).sum(dim=1) == 3).all()
+    top = pre.topk(3, dim=1).indices
+    assert torch.equal(torch.sort(top, dim=1).values, torch.sort(torch.nonzero(a)[:, 1].view(7, 3), dim=1).values)
+    assert torch.allclose(sae.decode(a), (a @ sae.W_dec + sae.b_dec) / 2.0)
+
+
+def test_auxk_does_not_count_the_decoder_bias_twice():
+    from atlas.train import auxk_loss
+
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig(d_in=4, n_features=8, kind="topk", k=1))
+    with torch.no_grad():
+        sae.b_dec.fill_(100.0)  # a large bias: counting it twice would dominate the loss
+        sae.W_dec.copy_(torch.cat([torch.eye(4), torch.eye(4)]))
+    x = torch.randn(16, 4) + 100.0
+    x_hat = torch.full_like(x, 100.0)  # main reconstruction = b_dec only; residual = x - 100
+    residual = x - x_hat
+    pre = torch.cat([torch.full((16, 4), -1.0), residual.clamp_min(0)], dim=1)  # dead 4..7 code the residual's positive part
+    dead = torch.tensor([False] * 4 + [True] * 4)
+    got = auxk_loss(sae, x, x_hat, pre, dead, aux_k=4)
+    e_hat = residual.clamp_min(0)
+    expected = (e_hat - residual).pow(2).sum(1).mean() / (residual - residual.mean(0)).pow(2).sum(1).mean()
+    assert float(got.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(got.detach()) < 1.0  # with b_dec added again it would be ~ 4 * 100^2 / var
+
+
+def test_topk_training_learns_with_exact_l0():
+    ids, x = _sparse_data()
+    cfg = SAEConfigSection(kind="topk", k=6, expansion_factor=4, lr=3e-3, epochs=8, batch_size=128, log_every=10,
+                           warmup_steps=5, dead_window=1000)
+    batches = lambda epoch: ((ids[s : s + 500], x[s : s + 500]) for s in range(0, len(x), 500))  # noqa: E731
+    result = train_sae(batches, 16, len(x), cfg, torch.device("cpu"))
+    assert result.sae.cfg.kind == "topk" and result.sae.cfg.k == 6
+    assert result.holdout["explained_variance"] > 0.8
+    assert result.holdout["l0"] <= 6
+    assert torch.allclose(result.sae.decoder_norms(), torch.ones(64), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["relu", "topk"])
+def test_resume_from_a_checkpoint_gives_the_same_weights(tmp_path, kind):
+    ids, x = _sparse_data(n=1200)
+    cfg = SAEConfigSection(kind=kind, k=4, expansion_factor=2, l1_coefficient=0.02, epochs=3, batch_size=64,
+                           log_every=4, checkpoint_every=5, warmup_steps=3, dead_window=300)
+    batches = lambda epoch: ((ids[s : s + 250], x[s : s + 250]) for s in range(0, len(x), 250))  # noqa: E731
+    full = train_sae(batches, 16, len(x), cfg, torch.device("cpu"))
+
+    calls = {"n": 0}
+
+    def crash_after_23_steps(_n):
+        calls["n"] += 1
+        if calls["n"] == 23:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(batches, 16, len(x), cfg, torch.device("cpu"), progress=crash_after_23_steps, checkpoint_dir=tmp_path)
+    resumed = train_sae(batches, 16, len(x), cfg, torch.device("cpu"), checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_step == 20  # the last checkpoint before the crash
+    assert resumed.steps == full.steps and resumed.samples == full.samples
+    for name, w in full.sae.state_dict().items():
+        assert torch.equal(w, resumed.sae.state_dict()[name]), name
+    assert resumed.log == full.log
+    # a different config does not continue from this checkpoint
+    other = train_sae(batches, 16, len(x), cfg.model_copy(update={"lr": 1e-3}), torch.device("cpu"), checkpoint_dir=tmp_path)
+    assert other.resumed_from_step == 0
