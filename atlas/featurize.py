@@ -1,10 +1,17 @@
-"""The featurize stage as plain functions: SAE-encode embeddings to sparse activations, then derive
-per-feature statistics and top images from the `activations` table with DuckDB (out-of-core, never a
-dense image x feature matrix)."""
+"""The featurize stage as plain functions: SAE-encode embeddings batch by batch into sparse activations, and
+fold each batch into mergeable per-feature statistics and top-k images (`FeatureStats`).
+
+Nothing here holds more than one batch of dense activations (B x n_features): the dataset-sized image x
+feature matrix is never built. `FeatureStats` is a commutative monoid: each Ray actor keeps its own
+partial, and the driver merges the partials (`merge`), so the result does not depend on how the images
+were split between actors.
+"""
 
 from __future__ import annotations
 
-import duckdb
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,23 +19,32 @@ import torch
 
 from atlas.models.device import autocast
 from atlas.models.sae import SparseAutoencoder
-from atlas.store import AtlasStore, table_from_rows
+from atlas.store import table_from_rows
 
 
 @torch.inference_mode()
-def encode_sparse(sae: SparseAutoencoder, x_bd: np.ndarray, device: torch.device) -> tuple[pa.Array, pa.Array]:
-    """Non-zero activations of each row: (feature_ids list<int32>, values list<float32>), one entry per row."""
+def encode_dense(sae: SparseAutoencoder, x_bd: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Activations [B, n_features] (float32, on `device`) of one batch of embeddings."""
     x = torch.from_numpy(np.array(x_bd, dtype=np.float32)).to(device)  # a copy: Arrow buffers are read-only
     with autocast(device):
         a = sae.encode(x)
-    a = a.float()
-    rows, cols = torch.nonzero(a > 0, as_tuple=True)
-    vals = a[rows, cols].cpu().numpy().astype(np.float32)
-    counts = torch.bincount(rows, minlength=len(x)).cpu().numpy()
+    return a.float()
+
+
+def sparse_rows(a_bf: torch.Tensor) -> tuple[pa.Array, pa.Array]:
+    """Non-zero activations of each row: (feature_ids list<int32>, values list<float32>), one entry per row."""
+    rows, cols = torch.nonzero(a_bf > 0, as_tuple=True)
+    vals = a_bf[rows, cols].cpu().numpy().astype(np.float32)
+    counts = torch.bincount(rows, minlength=a_bf.shape[0]).cpu().numpy()
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(cols.cpu().numpy().astype(np.int32)))
     values = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals))
     return ids, values
+
+
+def encode_sparse(sae: SparseAutoencoder, x_bd: np.ndarray, device: torch.device) -> tuple[pa.Array, pa.Array]:
+    """Non-zero activations of each row of `x_bd` (see `sparse_rows`)."""
+    return sparse_rows(encode_dense(sae, x_bd, device))
 
 
 def activations_table(image_ids: pa.Array, feature_ids: pa.ListArray, values: pa.ListArray) -> pa.Table:
@@ -41,57 +57,138 @@ def activations_table(image_ids: pa.Array, feature_ids: pa.ListArray, values: pa
     )
 
 
-def feature_statistics(store: AtlasStore, sae: SparseAutoencoder, n_images: int) -> pa.Table:
-    """The `features` table: one row per SAE feature, statistics over all images."""
-    con = duckdb.connect()
-    stats = con.sql(
-        f"""
-        SELECT feature_id, count(*) AS n_active, sum(value::DOUBLE) AS mass, max(value::DOUBLE) AS max_value
-        FROM read_parquet({_parts_glob(store, "activations")})
-        GROUP BY feature_id
-        """
-    ).to_arrow_table()
-    n_features = sae.cfg.n_features
-    n_active = np.zeros(n_features, dtype=np.int64)
-    mass = np.zeros(n_features)
-    max_value = np.zeros(n_features)
-    fid = stats.column("feature_id").to_numpy()
-    n_active[fid] = stats.column("n_active").to_numpy()
-    mass[fid] = stats.column("mass").to_numpy()
-    max_value[fid] = stats.column("max_value").to_numpy()
-    mean = np.divide(mass, n_active, out=np.zeros(n_features), where=n_active > 0)
-    return table_from_rows(
-        "features",
-        {
-            "feature_id": np.arange(n_features, dtype=np.int32),
-            "alive": n_active > 0,
-            "frequency": n_active / max(n_images, 1),
-            "mean_activation": mean,
-            "max_activation": max_value,
-            "activation_mass": mass,
-            "decoder_norm": sae.decoder_norms().detach().double().cpu().numpy(),
-            "label": [None] * n_features,
-        },
+def dense_from_activations(table: pa.Table, n_features: int) -> tuple[np.ndarray, torch.Tensor]:
+    """(image_ids [B], activations [B, n_features]) back from an `activations` table slice (one part's
+    rows): how a resumed run folds finished parts into the statistics without encoding them again."""
+    img = table.column("image_id").to_numpy()
+    ids, row = np.unique(img, return_inverse=True)
+    a = torch.zeros(len(ids), n_features)
+    a[torch.from_numpy(row), torch.from_numpy(table.column("feature_id").to_numpy().astype(np.int64))] = torch.from_numpy(
+        table.column("value").to_numpy()
     )
+    return ids, a
 
 
-def top_images(store: AtlasStore, k: int) -> pa.Table:
-    """The `top_images` table: each feature's k largest activations (ties broken by image_id)."""
-    con = duckdb.connect()
-    result = con.sql(
-        f"""
-        SELECT feature_id::INTEGER AS feature_id,
-               row_number() OVER (PARTITION BY feature_id ORDER BY value DESC, image_id)::INTEGER AS rank,
-               image_id, value
-        FROM read_parquet({_parts_glob(store, "activations")})
-        QUALIFY rank <= {int(k)}
-        ORDER BY feature_id, rank
-        """
-    ).to_arrow_table()
-    return table_from_rows("top_images", {c: result.column(c) for c in ("feature_id", "rank", "image_id", "value")})
+@dataclass
+class FeatureStats:
+    """Per-feature statistics and top-k images over every image folded in so far.
 
+    top_values / top_image_ids are [k, n_features]: column f holds feature f's k largest activations seen
+    (0 where fewer than k images fired it). Merging two partials = summing counts and masses, taking the max
+    of maxima and the top k of the union of both candidate sets: exact, whatever the split."""
 
-def _parts_glob(store: AtlasStore, table: str) -> str:
-    """A SQL string literal for the glob of a table's parts (quotes escaped)."""
-    path = f"{store.table_dir(table)}/*.parquet".replace("'", "''")
-    return f"'{path}'"
+    n_images: int
+    n_active: np.ndarray  # int64 [F]
+    mass: np.ndarray  # float64 [F]
+    max_value: np.ndarray  # float64 [F]
+    top_values: torch.Tensor  # float32 [k, F]
+    top_image_ids: torch.Tensor  # int64 [k, F]
+
+    @classmethod
+    def empty(cls, n_features: int, k: int) -> FeatureStats:
+        return cls(
+            0,
+            np.zeros(n_features, np.int64),
+            np.zeros(n_features),
+            np.zeros(n_features),
+            torch.zeros(k, n_features),
+            torch.zeros(k, n_features, dtype=torch.int64),
+        )
+
+    @property
+    def k(self) -> int:
+        return self.top_values.shape[0]
+
+    @torch.inference_mode()
+    def update(self, image_ids_b: np.ndarray, a_bf: torch.Tensor) -> None:
+        """Fold in one batch of dense activations (on any device)."""
+        active = a_bf > 0
+        self.n_images += a_bf.shape[0]
+        self.n_active += active.sum(dim=0).cpu().numpy()
+        self.mass += a_bf.double().sum(dim=0).cpu().numpy()
+        if a_bf.shape[0]:
+            self.max_value = np.maximum(self.max_value, a_bf.amax(dim=0).double().cpu().numpy())
+        kb = min(self.k, a_bf.shape[0])
+        values, rows = a_bf.topk(kb, dim=0)  # [kb, F]: the batch's own top images per feature
+        ids = torch.from_numpy(np.array(image_ids_b, dtype=np.int64)).to(a_bf.device)[rows]
+        self._merge_top(values.float().cpu(), ids.cpu())
+
+    def merge(self, other: FeatureStats) -> FeatureStats:
+        """This partial with `other` folded in (in place; returns self)."""
+        self.n_images += other.n_images
+        self.n_active += other.n_active
+        self.mass += other.mass
+        self.max_value = np.maximum(self.max_value, other.max_value)
+        self._merge_top(other.top_values, other.top_image_ids)
+        return self
+
+    def _merge_top(self, values_kf: torch.Tensor, ids_kf: torch.Tensor) -> None:
+        all_v = torch.cat([self.top_values, values_kf])
+        all_i = torch.cat([self.top_image_ids, ids_kf])
+        self.top_values, pick = all_v.topk(self.k, dim=0)
+        self.top_image_ids = all_i.gather(0, pick)
+
+    def features_table(self, decoder_norms_f: np.ndarray) -> pa.Table:
+        """The `features` table: one row per SAE feature."""
+        n = self.n_active
+        return table_from_rows(
+            "features",
+            {
+                "feature_id": np.arange(len(n), dtype=np.int32),
+                "alive": n > 0,
+                "frequency": n / max(self.n_images, 1),
+                "mean_activation": np.divide(self.mass, n, out=np.zeros(len(n)), where=n > 0),
+                "max_activation": self.max_value,
+                "activation_mass": self.mass,
+                "decoder_norm": np.asarray(decoder_norms_f, dtype=np.float64),
+                "label": [None] * len(n),
+            },
+        )
+
+    def top_images_table(self) -> pa.Table:
+        """The `top_images` table: each feature's images by activation, rank 1 = largest (ties by image_id);
+        only images where the feature fired."""
+        v = self.top_values.numpy().T  # [F, k]
+        ids = self.top_image_ids.numpy().T
+        f_idx = np.repeat(np.arange(v.shape[0], dtype=np.int32), v.shape[1])
+        v, ids = v.reshape(-1), ids.reshape(-1)
+        order = np.lexsort((ids, -v, f_idx))
+        f_idx, v, ids = f_idx[order], v[order], ids[order]
+        keep = v > 0
+        f_idx, v, ids = f_idx[keep], v[keep], ids[keep]
+        starts = np.flatnonzero(np.r_[True, f_idx[1:] != f_idx[:-1]]) if len(f_idx) else np.array([], int)
+        rank = np.arange(len(f_idx)) - np.repeat(starts, np.diff(np.r_[starts, len(f_idx)])) + 1
+        return table_from_rows(
+            "top_images", {"feature_id": f_idx, "rank": rank.astype(np.int32), "image_id": ids, "value": v}
+        )
+
+    def density_histogram(self, bins: int) -> dict[str, list]:
+        """Features per log10(frequency) bin, over alive features (the 'feature density' plot of SAE papers);
+        dead features are counted apart."""
+        freq = self.n_active / max(self.n_images, 1)
+        alive = freq > 0
+        lo = math.floor(math.log10(1 / max(self.n_images, 1)))
+        counts, edges = np.histogram(np.log10(freq[alive]), bins=bins, range=(lo, 0.0))
+        return {"log10_frequency_edges": edges.round(4).tolist(), "counts": counts.tolist(), "dead": int((~alive).sum())}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (what a Ray actor hands back to the driver)."""
+        return {
+            "n_images": np.array(self.n_images),
+            "n_active": self.n_active,
+            "mass": self.mass,
+            "max_value": self.max_value,
+            "top_values": self.top_values.numpy(),
+            "top_image_ids": self.top_image_ids.numpy(),
+        }
+
+    @classmethod
+    def from_arrays(cls, d: dict[str, np.ndarray]) -> FeatureStats:
+        return cls(
+            int(d["n_images"]),
+            d["n_active"].copy(),
+            d["mass"].copy(),
+            d["max_value"].copy(),
+            torch.from_numpy(d["top_values"].copy()),
+            torch.from_numpy(d["top_image_ids"].copy()),
+        )

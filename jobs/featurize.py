@@ -1,82 +1,104 @@
-"""Featurize job: `embeddings/` + `sae/` -> `activations/` (Ray actors holding the SAE, one activations part per
-embeddings part), then `features/` and `top_images/` from the activations with DuckDB."""
+"""Featurize job: `embeddings/` + `sae/` -> `activations/`, `features/`, `top_images/` in one streaming pass.
+
+A pool of Ray actors (one GPU each where the cluster has GPUs) holds the SAE. Ray's ActorPool hands each idle
+actor the next embeddings part; the actor streams the part's rows in batches, encodes them, writes the part's
+non-zero activations (atomically: a part on disk is finished work) and folds each batch into its own
+`FeatureStats` partial (counts, mass, max, top-k images). The driver merges the actors' partials. A rerun
+skips the encoding of finished parts and folds their activations back in from disk, so the statistics
+always cover every image.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
+from ray.util import ActorPool
+from tqdm import tqdm
 
 from atlas.config import AtlasConfig
-from atlas.featurize import activations_table, encode_sparse, feature_statistics, top_images
+from atlas.featurize import FeatureStats, activations_table, dense_from_activations, encode_dense, sparse_rows
 from atlas.models.device import resolve_device
 from atlas.models.sae import load_sae
 from atlas.store import AtlasStore, vectors_to_numpy
-from jobs.parts import commit_parts
 from jobs.runtime import actor_device, actor_options
 
 
-class EncodeActor:
-    """Holds the SAE; turns embedding rows into per-image lists of non-zero activations."""
+class FeaturizeActor:
+    """Holds the SAE and one `FeatureStats` partial; featurizes whole parts."""
 
-    def __init__(self, sae_dir: str, device: str):
-        from pathlib import Path
-
+    def __init__(self, root: str, device: str, top_k: int, batch_size: int):
+        self.store = AtlasStore(root)
         self.device = resolve_device(device)
-        self.sae = load_sae(Path(sae_dir), self.device)
+        self.sae = load_sae(self.store.sae_dir, self.device)
+        self.stats = FeatureStats.empty(self.sae.cfg.n_features, top_k)
+        self.batch_size = batch_size
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        x = vectors_to_numpy(batch.column("embedding"), self.sae.cfg.d_in)
-        ids, values = encode_sparse(self.sae, x, self.device)
-        parts = [p.rsplit("/", 1)[-1].removesuffix(".parquet") for p in batch.column("path").to_pylist()]
-        return pa.table({"part": parts, "image_id": batch.column("image_id"), "feature_ids": ids, "values": values})
+    def run_part(self, name: str) -> int:
+        """Featurize embeddings part `name` (or fold in its activations if already written); rows done."""
+        if self.store.has_part("activations", name):
+            table = pq.read_table(self.store.part_path("activations", name))
+            ids, a = dense_from_activations(table, self.sae.cfg.n_features)
+            # images with no active feature have no rows: they still count as images
+            n_part = pq.ParquetFile(self.store.part_path("embeddings", name)).metadata.num_rows
+            self.stats.update(ids, a)
+            self.stats.n_images += n_part - len(ids)
+            return n_part
+        pieces = []
+        f = pq.ParquetFile(self.store.part_path("embeddings", name))
+        for rb in f.iter_batches(batch_size=self.batch_size, columns=["image_id", "embedding"]):
+            ids = rb.column(0).to_numpy()
+            a = encode_dense(self.sae, vectors_to_numpy(rb.column(1), self.sae.cfg.d_in), self.device)
+            self.stats.update(ids, a)
+            feature_ids, values = sparse_rows(a)
+            pieces.append(activations_table(rb.column(0), feature_ids, values))
+        table = pa.concat_tables(pieces) if pieces else activations_table(
+            pa.array([], pa.int64()), pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))
+        )
+        self.store.write_part("activations", name, table)
+        return f.metadata.num_rows
+
+    def partial(self) -> dict[str, np.ndarray]:
+        return self.stats.to_arrays()
 
 
 def run_featurize(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
-    parts = {p.stem: p for p in store.parts("embeddings")}
-    pending = {name: path for name, path in parts.items() if not store.has_part("activations", name)}
-    if pending:
-        ds = ray.data.read_parquet([str(p) for p in pending.values()], include_paths=True).map_batches(
-            EncodeActor,
-            batch_size=cfg.featurize.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=cfg.compute.num_actors),
-            fn_constructor_kwargs={"sae_dir": str(store.sae_dir), "device": actor_device(cfg)},
-            **actor_options(cfg),
-        )
+    names = [p.stem for p in store.parts("embeddings")]
+    n_resumed = sum(store.has_part("activations", n) for n in names)
+    fc = cfg.featurize
+    Actor = ray.remote(FeaturizeActor).options(**actor_options(cfg))
+    actors = [
+        Actor.remote(str(store.root), actor_device(cfg), fc.top_k, fc.batch_size)
+        for _ in range(max(1, min(cfg.compute.num_actors, len(names))))
+    ]
+    total = store.count_rows("embeddings")
+    with tqdm(total=total, desc="featurize", unit="img", dynamic_ncols=True) as bar:
+        for n in ActorPool(actors).map_unordered(lambda a, name: a.run_part.remote(name), names):
+            bar.update(n)
+    partials = ray.get([a.partial.remote() for a in actors])
+    for a in actors:
+        ray.kill(a)
+    stats = FeatureStats.from_arrays(partials[0])
+    for p in partials[1:]:
+        stats.merge(FeatureStats.from_arrays(p))
 
-        def commit(part: str, rows: pa.Table) -> None:
-            store.write_part("activations", part, activations_table(rows["image_id"], rows["feature_ids"].combine_chunks(), rows["values"].combine_chunks()))
-
-        expected = {name: _num_rows(path) for name, path in pending.items()}
-        empty = [name for name, n in expected.items() if n == 0]
-        for name in empty:  # a part whose images all failed: nothing to stream, still finished
-            store.write_part("activations", name, activations_table(pa.array([], pa.int64()), pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))))
-            expected.pop(name)
-        if expected:
-            commit_parts(ds, expected, commit, "featurize", "img")
-
-    sae = load_sae(store.sae_dir)
-    n_images = store.count_rows("embeddings")
-    features = feature_statistics(store, sae, n_images)
+    sae = load_sae(Path(store.sae_dir))
+    features = stats.features_table(sae.decoder_norms().detach().double().numpy())
     store.write_part("features", "part-00000", features)
-    store.write_part("top_images", "part-00000", top_images(store, cfg.featurize.top_k))
-    alive = int(np.sum(features.column("alive").to_numpy(zero_copy_only=False)))
+    store.write_part("top_images", "part-00000", stats.top_images_table())
+    n_activations = store.count_rows("activations")
+    alive = int(features.column("alive").to_numpy(zero_copy_only=False).sum())
     return {
-        "rows": {
-            "activations": store.count_rows("activations"),
-            "features": features.num_rows,
-            "top_images": store.count_rows("top_images"),
-        },
+        "rows": {"activations": n_activations, "features": features.num_rows, "top_images": store.count_rows("top_images")},
+        "images": stats.n_images,
+        "parts_resumed": n_resumed,
+        "actors": len(actors),
         "alive": alive,
         "dead_fraction": 1 - alive / features.num_rows,
-        "l0": store.count_rows("activations") / max(n_images, 1),
+        "l0": n_activations / max(stats.n_images, 1),
+        "density_histogram": stats.density_histogram(fc.histogram_bins),
     }
-
-
-def _num_rows(path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
