@@ -190,25 +190,35 @@ def train_sae(
 
     sae.eval()
     holdout: dict[str, float] = {}
-    if cfg.holdout_fraction > 0:
-        metrics = ReconstructionMetrics()
-        with torch.inference_mode():
-            norms = sae.decoder_norms()
-            fired_any = torch.zeros(sae_cfg.n_features, dtype=torch.bool, device=device)
-            for x_np in _rebatch(_split(epoch_batches(0), cfg.holdout_fraction, True), 4096):
-                x = torch.from_numpy(x_np).to(device)
-                x_hat, a, _ = sae(x)
-                metrics.update(x * s, x_hat * s, a, norms)
-                fired_any |= (a > 0).any(dim=0)
-        if metrics.n:
-            holdout = metrics.result(l1_coefficient)
-            holdout["dead_fraction"] = float((~fired_any).float().mean())
-            holdout["n"] = metrics.n
-            log.append({"step": step, "samples": samples, "split": "holdout", **{k: holdout[k] for k in _METRICS}})
+    if cfg.holdout_fraction > 0 and any(True for _ in _split(epoch_batches(0), cfg.holdout_fraction, True)):
+        holdout = evaluate_sae(sae, _split(epoch_batches(0), cfg.holdout_fraction, True), device)
+        log.append({"step": step, "samples": samples, "split": "holdout", **{k: holdout[k] for k in _METRICS}})
     return TrainResult(sae.cpu(), log, holdout, step, samples, resumed_from)
 
 
 _METRICS = ("loss", "mse", "l1", "l0", "explained_variance", "dead_fraction")
+
+
+@torch.inference_mode()
+def evaluate_sae(sae: SparseAutoencoder, chunks: Iterable[np.ndarray], device: torch.device) -> dict[str, float]:
+    """The contract metrics (DESIGN.md) of `sae` over every row of `chunks`, in the SAE's scaled units;
+    dead_fraction = features that never fired on these rows."""
+    sae = sae.to(device).eval()
+    s = sae.cfg.input_scale
+    metrics = ReconstructionMetrics()
+    norms = sae.decoder_norms()
+    fired_any = torch.zeros(sae.cfg.n_features, dtype=torch.bool, device=device)
+    for x_np in _rebatch(chunks, 4096):
+        x = torch.from_numpy(np.asarray(x_np, dtype=np.float32)).to(device)
+        x_hat, a, _ = sae(x)
+        metrics.update(x * s, x_hat * s, a, norms)
+        fired_any |= (a > 0).any(dim=0)
+    out = metrics.result(sae.cfg.l1_coefficient)
+    out["dead_fraction"] = float((~fired_any).float().mean())
+    out["n"] = metrics.n
+    return out
+
+
 CHECKPOINT = "checkpoint.pt"
 
 

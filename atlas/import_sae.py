@@ -1,0 +1,175 @@
+"""Import SAEs trained elsewhere into the atlas's own SAE format (safetensors + config.json).
+
+Two formats, both read without unpickling arbitrary objects:
+
+- **SAELens** (`SAE.save_model`): a folder with `cfg.json` and `sae_weights.safetensors` holding W_enc [d_in, d_sae],
+  b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]. SAELens encodes `act((x' - b_dec * apply_b_dec_to_input) @ W_enc
+  + b_enc)` and decodes `a @ W_dec + b_dec`, where x' is the input after `normalize_activations`:
+  `none` (x' = x), or `expected_average_only_in` (x' = x * c with a dataset-wide constant c that SAELens keeps
+  outside cfg.json, so it must be given: `scaling_factor`). Per-input normalisations (`constant_norm_rescale`,
+  `layer_norm`) and architectures other than `standard` (ReLU) and `topk` are refused with the reason.
+- **A plain PyTorch state dict** of a ReLU SAE (`.safetensors`, or `.pt`/`.pth` read with
+  `torch.load(weights_only=True)`): nn.Linear-style `encoder.weight` [f, d], `encoder.bias`, `decoder.weight`
+  [d, f], `decoder.bias`, or W_enc/b_enc/W_dec/b_dec names; an optional `pre_bias` (or `b_pre`) is subtracted
+  from the input and added to the output (the OpenAI sparse_autoencoder convention).
+
+Every format maps exactly onto `SparseAutoencoder` (biases folded where needed), so featurize, render and
+the viewer work on the imported SAE unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atlas.errors import AtlasError
+from atlas.models.sae import SAEConfig, SparseAutoencoder
+
+SAELENS_CONFIG = "cfg.json"
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+_SAELENS_KIND = {"standard": "relu", "topk": "topk"}
+
+
+def import_sae(path: Path, scaling_factor: float | None = None) -> SparseAutoencoder:
+    """Read an SAE from `path`: a SAELens folder, or a state-dict file (.safetensors / .pt / .pth)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / SAELENS_CONFIG).exists():
+            return from_saelens(path, scaling_factor)
+        raise AtlasError(f"{path}: not a SAELens folder (no {SAELENS_CONFIG}); give a folder with {SAELENS_CONFIG} + {SAELENS_WEIGHTS}, or a state-dict file")
+    if not path.exists():
+        raise AtlasError(f"{path}: no such file or folder")
+    return from_state_dict(read_state_dict(path))
+
+
+def from_saelens(folder: Path, scaling_factor: float | None = None) -> SparseAutoencoder:
+    """A SAELens-saved SAE (cfg.json + sae_weights.safetensors) as a `SparseAutoencoder`."""
+    from safetensors.torch import load_file
+
+    try:
+        cfg = json.loads((folder / SAELENS_CONFIG).read_text())
+    except json.JSONDecodeError as e:
+        raise AtlasError(f"{folder / SAELENS_CONFIG}: not valid JSON ({e})") from None
+    if not (folder / SAELENS_WEIGHTS).exists():
+        raise AtlasError(f"{folder}: no {SAELENS_WEIGHTS} next to {SAELENS_CONFIG}")
+    arch = cfg.get("architecture", "standard")
+    if arch not in _SAELENS_KIND:
+        raise AtlasError(f"{folder}: SAELens architecture {arch!r} is not supported (supported: standard, topk)")
+    norm = cfg.get("normalize_activations", "none") or "none"
+    if norm == "none":
+        input_scale = 1.0
+        if scaling_factor is not None:
+            raise AtlasError(f"{folder}: scaling_factor given, but the SAE's normalize_activations is 'none'")
+    elif norm == "expected_average_only_in":
+        if scaling_factor is None:
+            raise AtlasError(
+                f"{folder}: normalize_activations = expected_average_only_in needs the dataset's scaling factor, "
+                "which SAELens does not store in cfg.json: pass --scaling-factor"
+            )
+        input_scale = float(scaling_factor)
+    else:
+        raise AtlasError(f"{folder}: normalize_activations = {norm!r} rescales each input on its own: not supported")
+    if cfg.get("reshape_activations", "none") not in (None, "none"):
+        raise AtlasError(f"{folder}: reshape_activations = {cfg['reshape_activations']!r} is not supported")
+    for flag in ("rescale_acts_by_decoder_norm", "finetuning_scaling_factor"):
+        if cfg.get(flag):
+            raise AtlasError(f"{folder}: {flag} = true is not supported")
+    w = load_file(str(folder / SAELENS_WEIGHTS))
+    missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(w)
+    if missing:
+        raise AtlasError(f"{folder / SAELENS_WEIGHTS}: missing tensors {sorted(missing)}")
+    d_in, d_sae = int(cfg.get("d_in", w["W_enc"].shape[0])), int(cfg.get("d_sae", w["W_enc"].shape[1]))
+    kind = _SAELENS_KIND[arch]
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=d_in,
+            n_features=d_sae,
+            kind=kind,
+            l1_coefficient=float(cfg.get("l1_coefficient", 0.0) or 0.0) if kind == "relu" else 0.0,
+            k=int(cfg.get("k", 0)) if kind == "topk" else 0,
+            input_scale=input_scale,
+            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+            extra={"imported": {"format": "saelens", "from": str(folder), "architecture": arch, "normalize_activations": norm}},
+        )
+    )
+    _load_weights(sae, w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"], str(folder / SAELENS_WEIGHTS))
+    return sae.eval()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a state-dict file, read safely (safetensors, or torch.load with weights_only=True)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses pickled code: that is the point
+        raise AtlasError(f"{path}: not a plain state dict that loads safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    for key in ("state_dict", "model", "sae"):  # common wrappers of one level
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise AtlasError(f"{path}: expected a dict of tensors (a state dict)")
+    return obj
+
+
+def from_state_dict(sd: dict[str, torch.Tensor], where: str = "state dict") -> SparseAutoencoder:
+    """A ReLU SAE from encoder/decoder weights and biases (nn.Linear names or W_enc/b_enc/W_dec/b_dec)."""
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+
+    def pick(*names: str) -> torch.Tensor | None:
+        return next((sd[n] for n in names if n in sd), None)
+
+    if "encoder.weight" in sd:
+        W_enc = sd["encoder.weight"].T  # nn.Linear stores [out, in]
+    else:
+        W_enc = pick("W_enc")
+    if "decoder.weight" in sd:
+        W_dec = sd["decoder.weight"].T
+    else:
+        W_dec = pick("W_dec")
+    if W_enc is None or W_dec is None:
+        raise AtlasError(f"{where}: no encoder/decoder weights (expected encoder.weight + decoder.weight, or W_enc + W_dec; found {sorted(sd)[:8]})")
+    d_in, n = W_enc.shape
+    b_enc = pick("encoder.bias", "b_enc", "latent_bias")
+    b_enc = torch.zeros(n) if b_enc is None else b_enc
+    b_dec = pick("decoder.bias", "b_dec")
+    pre = pick("pre_bias", "b_pre")
+    apply = False
+    if pre is not None and b_dec is None:
+        b_dec, apply = pre, True  # subtract pre_bias on the way in, add it on the way out: exactly b_dec
+    elif pre is not None:
+        b_enc = b_enc - pre.to(W_enc.dtype) @ W_enc  # fold the input shift into the encoder bias
+        b_dec = b_dec + pre
+    b_dec = torch.zeros(d_in) if b_dec is None else b_dec
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=d_in, n_features=n, kind="relu", l1_coefficient=0.0, apply_b_dec_to_input=apply,
+                  extra={"imported": {"format": "state_dict", "from": where}})
+    )
+    _load_weights(sae, W_enc, b_enc, W_dec, b_dec, where)
+    return sae.eval()
+
+
+def _load_weights(sae: SparseAutoencoder, W_enc, b_enc, W_dec, b_dec, where: str) -> None:
+    d, f = sae.cfg.d_in, sae.cfg.n_features
+    want = {"W_enc": (d, f), "b_enc": (f,), "W_dec": (f, d), "b_dec": (d,)}
+    got = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+    for name, shape in want.items():
+        if tuple(got[name].shape) != shape:
+            raise AtlasError(f"{where}: {name} has shape {tuple(got[name].shape)}, expected {shape} (d_in={d}, features={f})")
+    with torch.no_grad():
+        for name, t in got.items():
+            getattr(sae, name).copy_(t.float())
+
+
+def check_width(sae: SparseAutoencoder, embedding_dim: int, where: str) -> None:
+    """One clear error when the SAE does not read embeddings of this atlas's width."""
+    if sae.cfg.d_in != embedding_dim:
+        raise AtlasError(
+            f"{where}: the SAE reads {sae.cfg.d_in}-d inputs but this atlas's embeddings are {embedding_dim}-d "
+            "(was it trained on another CLIP?)"
+        )
