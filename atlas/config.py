@@ -22,7 +22,11 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: str = Field("builtin:shapes", description="image folder (recursive jpg/png/webp), or builtin:shapes")
+    source: str = Field(
+        "builtin:shapes",
+        description="builtin:shapes, an image folder, WebDataset .tar shards or Parquet files (path or pyarrow URI, "
+        "optionally prefixed folder:, webdataset:, parquet:)",
+    )
     limit: int = Field(0, ge=0, description="embed at most this many images (0 = all)")
     thumbnail_size: int = Field(64, ge=8, le=512)
     max_image_pixels: int = Field(64_000_000, ge=1, description="larger images are refused (decompression bombs)")

@@ -1,42 +1,37 @@
-"""The embed stage as plain functions: decode a batch of image files, embed the good ones, split the result
+"""The embed stage as plain functions: decode a batch of raw images from a source (`atlas/sources.py`), embed the good ones, split the result
 into the `images`, `embeddings` and `errors` tables. `jobs/embed.py` runs these in Ray; they run without it too.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
-from atlas.images import decode_image, image_id_for, read_caption
+from atlas.images import decode_image, image_id_for
 from atlas.models.clip import ClipEmbedder
+from atlas.sources import RawImage
 from atlas.store import table_from_rows, vectors_to_numpy
 
 
-def decode_batch(
-    sources: list[str], root: Path, model_size: int, thumbnail_size: int, max_pixels: int
-) -> dict[str, np.ndarray]:
-    """Read and decode image files (paths relative to `root`). Columns: source, image_id, caption, width,
-    height, thumbnail, pixels (uint8 [B, S, S, 3], zeros for failures) and error (empty string when fine)."""
-    n = len(sources)
+def decode_items(items: list[RawImage], model_size: int, thumbnail_size: int, max_pixels: int) -> dict[str, np.ndarray]:
+    """Decode raw items of a source. Columns: source, image_id, caption, width, height, thumbnail, pixels
+    (uint8 [B, S, S, 3], zeros for failures) and error (empty string when fine)."""
+    n = len(items)
     out: dict[str, list] = {k: [] for k in ("source", "image_id", "caption", "width", "height", "thumbnail", "error")}
     pixels = np.zeros((n, model_size, model_size, 3), dtype=np.uint8)
-    for i, source in enumerate(sources):
-        path = root / source
-        error = ""
+    for i, item in enumerate(items):
+        error = item.error
         w = h = 0
         thumb = b""
-        try:
-            decoded = decode_image(path.read_bytes(), model_size, thumbnail_size, max_pixels)
-            pixels[i], w, h, thumb = decoded.pixels, decoded.width, decoded.height, decoded.thumbnail
-        except OSError as e:
-            error = f"unreadable file ({e.strerror or e})"
-        except ValueError as e:
-            error = str(e)
-        out["source"].append(source)
-        out["image_id"].append(image_id_for(source))
-        out["caption"].append(read_caption(path) or "")
+        if not error:
+            try:
+                decoded = decode_image(item.data, model_size, thumbnail_size, max_pixels)
+                pixels[i], w, h, thumb = decoded.pixels, decoded.width, decoded.height, decoded.thumbnail
+            except ValueError as e:
+                error = str(e)
+        out["source"].append(item.source)
+        out["image_id"].append(image_id_for(item.source))
+        out["caption"].append(item.caption or "")
         out["width"].append(w)
         out["height"].append(h)
         out["thumbnail"].append(thumb)
@@ -64,7 +59,7 @@ def embed_batch(embedder: ClipEmbedder, batch: dict[str, np.ndarray]) -> np.ndar
 
 
 def split_outputs(rows: pa.Table, dim: int) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """A table of embedded rows (the columns of `decode_batch` but pixels, plus `embedding`) -> the
+    """A table of embedded rows (the columns of `decode_items` but pixels, plus `embedding`) -> the
     contract's images, embeddings and errors tables."""
     error = rows.column("error").to_pylist()
     ok = np.array([not e for e in error], dtype=bool)

@@ -1,7 +1,11 @@
-"""Embed job: image folder -> `images/`, `embeddings/`, `errors/` through Ray Data.
+"""Embed job: an image source (folder, WebDataset shards, Parquet; see atlas/sources.py) -> `images/`,
+`embeddings/`, `errors/` through Ray Data.
 
-CPU tasks read and decode files (and make thumbnails); a pool of actors, each holding the CLIP model
-(one GPU each where the cluster has GPUs), embeds batches of prepared pixels; the driver commits each part.
+One CPU task per pending shard reads it and decodes its images (and makes thumbnails), yielding batches as it
+goes; a pool of actors, each holding the CLIP model (one GPU each where the cluster has GPUs), embeds batches of
+prepared pixels; the driver commits each part when all its rows have arrived. A part whose `embeddings` file
+exists is finished (it is written last), so a rerun after a kill redoes only unfinished shards, and since
+parts and image ids are deterministic, no image is lost or stored twice.
 """
 
 from __future__ import annotations
@@ -15,26 +19,43 @@ import ray
 
 from atlas.builtin import builtin_images_dir
 from atlas.config import AtlasConfig
-from atlas.embed import decode_batch, embed_batch, split_outputs
-from atlas.images import list_image_folder
+from atlas.embed import decode_items, embed_batch, split_outputs
 from atlas.models.clip import clip_image_size, load_embedder
 from atlas.store import AtlasStore
-from jobs.parts import chunk, commit_parts
+from atlas.sources import plan_shards, read_shard
+from jobs.parts import commit_parts
 from jobs.runtime import actor_device, actor_options
 
 
 def source_root(cfg: AtlasConfig) -> Path:
-    """The image folder named by data.source (built-in datasets are generated on first use)."""
+    """The image folder of a built-in dataset (generated on first use), or data.source itself."""
     if cfg.data.source.startswith("builtin:"):
         w = cfg.world
         return builtin_images_dir(cfg.data.source, w.n_images, w.image_size, w.seed)
     return Path(cfg.data.source)
 
 
-def _decode(batch: dict[str, np.ndarray], root: str, size: int, thumb: int, max_pixels: int) -> dict[str, Any]:
-    out = decode_batch(list(batch["source"]), Path(root), size, thumb, max_pixels)
-    out["part"] = batch["part"]
-    return out
+def source_uri(cfg: AtlasConfig) -> str:
+    """data.source as a source URI (built-in datasets become the folder they are generated in)."""
+    return f"folder:{source_root(cfg)}" if cfg.data.source.startswith("builtin:") else cfg.data.source
+
+
+def _decode_shard(batch: dict[str, np.ndarray], uri: str, size: int, thumb: int, max_pixels: int, batch_size: int):
+    """Read one shard (a row: part, spec) and yield decoded batches of `batch_size` rows."""
+    for part, spec in zip(batch["part"], batch["spec"], strict=True):
+        items = []
+        for item in read_shard(uri, spec):
+            items.append(item)
+            if len(items) == batch_size:
+                yield _with_part(decode_items(items, size, thumb, max_pixels), part)
+                items = []
+        if items:
+            yield _with_part(decode_items(items, size, thumb, max_pixels), part)
+
+
+def _with_part(cols: dict[str, Any], part: str) -> dict[str, Any]:
+    cols["part"] = np.array([part] * len(cols["source"]), dtype=object)
+    return cols
 
 
 class EmbedActor:
@@ -53,26 +74,24 @@ class EmbedActor:
 
 
 def run_embed(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
-    root = source_root(cfg)
-    sources = list_image_folder(root)
-    if cfg.data.limit:
-        sources = sources[: cfg.data.limit]
-    parts = chunk(sources, cfg.embed.part_size)
-    pending = [(p, s) for p, s in parts if not store.has_part("embeddings", p)]
+    uri = source_uri(cfg)
+    shards = plan_shards(uri, cfg.embed.part_size, cfg.data.limit)
+    # a shard with no items (an empty tar, say) has nothing to write: it is never pending
+    pending = [s for s in shards if s.n_items and not store.has_part("embeddings", s.name)]
     if pending:
-        items = [{"source": s, "part": p} for p, srcs in pending for s in srcs]
         size = clip_image_size(cfg.models.clip)
         ds = (
-            ray.data.from_items(items, override_num_blocks=max(1, min(200, len(items) // cfg.embed.batch_size)))
+            ray.data.from_items([{"part": s.name, "spec": s.spec} for s in pending], override_num_blocks=len(pending))
             .map_batches(
-                _decode,
-                batch_size=cfg.embed.batch_size,
+                _decode_shard,
+                batch_size=1,
                 num_cpus=cfg.compute.decode_cpus,
                 fn_kwargs={
-                    "root": str(root),
+                    "uri": uri,
                     "size": size,
                     "thumb": cfg.data.thumbnail_size,
                     "max_pixels": cfg.data.max_image_pixels,
+                    "batch_size": cfg.embed.batch_size,
                 },
             )
             .map_batches(
@@ -92,11 +111,11 @@ def run_embed(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
             store.write_part("images", part, images)
             store.write_part("embeddings", part, embeddings)  # last: its presence marks the part finished
 
-        commit_parts(ds, dict((p, len(s)) for p, s in pending), commit, "embed", "img")
+        commit_parts(ds, {s.name: s.n_items for s in pending}, commit, "embed", "img")
     return {
-        "source": str(root),
-        "parts": len(parts),
-        "parts_resumed": len(parts) - len(pending),
+        "source": uri,
+        "parts": len(shards),
+        "parts_resumed": len(shards) - len(pending),
         "rows": {
             "images": store.count_rows("images"),
             "embeddings": store.count_rows("embeddings"),
