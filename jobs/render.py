@@ -85,6 +85,7 @@ def run_render(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     return {
         "rows": {"icons": store.count_rows("icons")},
         "parts_resumed": len(parts) - len(pending),
+        "icons_rendered": sum(len(f) for _, f in pending),
         "fidelity": icon_fidelity(store),
     }
 
