@@ -206,6 +206,7 @@ def steer(
     direction: str | None = None,
     feature: int | None = None,
     concept: int | None = None,
+    concept_along: str | None = None,
     scales: list[float],
     keep_error: bool = True,
     min_share: float = 0.1,
@@ -213,9 +214,11 @@ def steer(
 ) -> Strip:
     """A strip of `image` steered by exactly one of: a stored direction (added with scale x the embedding's
     norm), a feature (activation raised by scale x its max activation), or a concept of the image (its
-    features multiplied by 1 + scale). Scale 0, the middle of a symmetric strip, is the unchanged image."""
-    if sum(x is not None for x in (direction, feature, concept)) != 1:
-        raise AtlasError("steer: give exactly one of --direction, --feature, --concept")
+    features multiplied by 1 + scale), given by number or as the concept most aligned with a stored direction
+    (`concept_along`, e.g. the colour concept via red-blue). Scale 0, the middle of a symmetric strip, is the
+    unchanged image."""
+    if sum(x is not None for x in (direction, feature, concept, concept_along)) != 1:
+        raise AtlasError("steer: give exactly one of --direction, --feature, --concept, --concept-along")
     z = session.embedding_of(image) if not isinstance(image, np.ndarray) else image
     if direction is not None:
         rows = direction_strip(z, session.direction(direction), scales)
@@ -226,6 +229,10 @@ def steer(
         what = f"feature {feature} (step {unit:.3g} = its max activation)"
     else:
         concepts = image_concepts(session.sae, z, min_share=min_share, labels=session.labels())
+        if not concepts:
+            raise AtlasError("this image has no active SAE features, hence no concepts")
+        if concept_along is not None:
+            concept = concept_along_direction(session, concepts, concept_along).concept_id
         if not 0 <= concept < len(concepts):
             raise AtlasError(f"concept {concept}: this image has concepts 0..{len(concepts) - 1}")
         c = concepts[concept]
@@ -234,6 +241,19 @@ def steer(
     images = session.render(rows, seed)
     labels = [_scale_label(s) for s in scales]
     return Strip(images, labels, rows, [f"steered by {what} at scales {', '.join(f'{s:g}' for s in scales)}"])
+
+
+def concept_along_direction(session: GenerationSession, concepts: list[Concept], direction: str) -> Concept:
+    """The concept whose activation-weighted sum of decoder directions has the largest |cosine| with the
+    stored direction: e.g. the concept that holds an object's colour, found with red-blue."""
+    d = session.direction(direction).astype(np.float64)
+    w_dec = session.sae.W_dec.detach().numpy().astype(np.float64)
+
+    def alignment(c: Concept) -> float:
+        v = np.asarray(c.activations) @ w_dec[list(c.feature_ids)]
+        return abs(float(v @ d)) / max(np.linalg.norm(v) * np.linalg.norm(d), 1e-12)
+
+    return max(concepts, key=alignment)
 
 
 def concepts_strip(

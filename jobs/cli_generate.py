@@ -48,6 +48,7 @@ def steer(
     direction: Annotated[str | None, typer.Option(help="a stored contrastive direction, e.g. red-blue")] = None,
     feature: Annotated[int | None, typer.Option(help="an SAE feature: raise its activation by scale x its max activation")] = None,
     concept: Annotated[int | None, typer.Option(help="a concept of the image (see `atlas concepts`): multiply it by 1 + scale")] = None,
+    concept_along: Annotated[str | None, typer.Option(help="the concept most aligned with this stored direction (e.g. red-blue: the colour)")] = None,
     max_scale: Annotated[float, typer.Option(help="strip scales run from -max to +max (the middle, 0, is unchanged)")] = 1.0,
     frames: Annotated[int, typer.Option(help="frames in the strip (made odd)")] = 5,
     scales: Annotated[str | None, typer.Option(help="explicit comma-separated scales instead of --max-scale/--frames")] = None,
@@ -63,7 +64,7 @@ def steer(
     if not image:
         raise AtlasError("--image: give an image file or an image_id of the atlas")
     strip = run(
-        _session(atlas, device), image, direction=direction, feature=feature, concept=concept,
+        _session(atlas, device), image, direction=direction, feature=feature, concept=concept, concept_along=concept_along,
         scales=_scales(scales, max_scale, frames), keep_error=keep_error, min_share=min_share, seed=seed,
     )  # fmt: skip
     _report(strip, out)

@@ -49,8 +49,8 @@ class Renderer:
         if len(seeds) != n:
             raise ValueError("one seed per embedding")
         dtype = self.pipe.unet.dtype
-        pos = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32)).to(self.device, dtype)
-        neg = torch.as_tensor(np.asarray(negative_embeds, dtype=np.float32)).to(self.device, dtype)
+        pos = torch.tensor(np.asarray(image_embeds, dtype=np.float32)).to(self.device, dtype)
+        neg = torch.tensor(np.asarray(negative_embeds, dtype=np.float32)).to(self.device, dtype)
         if neg.ndim == 1:
             neg = neg.expand(n, -1)
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
