@@ -83,16 +83,24 @@ class FeaturizeConfig(_Section):
 
 
 class RenderConfig(_Section):
-    template: str = Field("gray", description="template image file, or gray")
-    template_scale: float = Field(0.2, ge=0, description="all template activations are multiplied by this")
-    feature_scale: float = Field(5.0, gt=0, description="the target feature is set to this activation")
-    negative: Literal["zero", "template"] = "zero"
+    """Icons by the "template scaled to 1/5" method (see atlas/icons.py)."""
+
+    template: str = Field("gray", description="template image file, or gray (a flat mid-gray image)")
+    template_prompt: str = Field(
+        "", description="if set, the template is this prompt's CLIP text embedding (rescaled to an image embedding's norm) instead of an image"
+    )
+    template_scale: float = Field(0.2, ge=0, le=1, description="all template activations are multiplied by this (1/5)")
+    feature_scale: float = Field(
+        5.0, gt=0, le=10_000, description="the target feature is set to this activation (20-150 for Kandinsky 2.2 with a 81,920-feature SAE)"
+    )
+    negative: Literal["zero", "template"] = Field("zero", description="negative embedding: CLIP of an all-zeros image, or the template")
     keep_error: bool = Field(False, description="add the template's SAE reconstruction error back")
-    steps: int = Field(12, ge=1)
+    steps: int = Field(12, ge=1, le=1000)
     guidance_scale: float = Field(4.0, ge=1)
-    size: int = Field(32, ge=16)
-    seed: int = 0
-    batch_size: int = Field(16, ge=1)
+    size: int = Field(32, ge=16, le=2048, description="icon side in pixels (rounded up to a multiple of 64 by Kandinsky)")
+    seed: int = Field(0, ge=0, description="the icon of feature f uses seed + f")
+    half_precision: bool = Field(True, description="fp16 decoder weights on a GPU (always float32 on a CPU)")
+    batch_size: int = Field(16, ge=1, description="icons per pipeline call")
     part_size: int = Field(128, ge=1, description="icons per output part (the unit of resume)")
     max_features: int = Field(0, ge=0, description="render only the first N alive features (0 = all)")
 

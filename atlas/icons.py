@@ -15,24 +15,38 @@ import numpy as np
 import torch
 from PIL import Image
 
+from atlas.config import RenderConfig
 from atlas.errors import AtlasError
 from atlas.models.clip import ClipEmbedder
+from atlas.models.renderer import Renderer
 from atlas.models.sae import SparseAutoencoder
 from atlas.store import AtlasStore
 
 
-def template_embedding(embedder: ClipEmbedder, template: str) -> np.ndarray:
-    """The CLIP embedding [d] of the template: `gray` (a flat mid-gray image) or an image file."""
+def template_embedding(embedder: ClipEmbedder, template: str, prompt: str = "") -> np.ndarray:
+    """The CLIP embedding [d] of the template: `gray` (a flat mid-gray image) or an image file; with a
+    `prompt`, the prompt's text embedding rescaled to the norm of that image embedding (image embeddings
+    are raw, and the decoder is sensitive to their norm)."""
     if template == "gray":
         img = Image.new("RGB", (embedder.geometry.size,) * 2, (128, 128, 128))
     else:
         path = Path(template)
         try:
-            img = Image.open(path)
-            img.load()
+            with Image.open(path) as opened:
+                opened.load()
+                img = opened.convert("RGB")
         except (OSError, ValueError) as e:
             raise AtlasError(f"render.template = {template!r}: cannot read this image ({e})") from None
-    return embedder.encode_images([img])[0]
+    z_image = embedder.encode_images([img])[0]
+    if not prompt:
+        return z_image
+    z_text = embedder.encode_texts([prompt])[0].astype(np.float64)
+    return (z_text / max(np.linalg.norm(z_text), 1e-12) * np.linalg.norm(z_image)).astype(np.float32)
+
+
+def template_label(rc: RenderConfig) -> str:
+    """How an icon row names its template: gray, the image file, or prompt:<text>."""
+    return f"prompt:{rc.template_prompt}" if rc.template_prompt else rc.template
 
 
 @torch.inference_mode()
@@ -75,3 +89,44 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+class IconRenderer:
+    """Everything one worker needs to render icons: the CLIP model (template, negative, fidelity), the
+    decoder and the SAE. `render` draws many features per pipeline call (`rc.batch_size`)."""
+
+    def __init__(self, embedder: ClipEmbedder, renderer: Renderer, sae: SparseAutoencoder, rc: RenderConfig):
+        self.embedder, self.renderer, self.sae, self.rc = embedder, renderer, sae, rc
+        self.template = template_embedding(embedder, rc.template, rc.template_prompt)
+        self.negative = embedder.zero_embedding() if rc.negative == "zero" else self.template
+
+    def seeds(self, feature_ids: np.ndarray) -> list[int]:
+        """A fixed seed per feature, so an icon does not depend on its batch-mates."""
+        return [self.rc.seed + int(f) for f in feature_ids]
+
+    def render(self, feature_ids: np.ndarray, batch_size: int | None = None) -> tuple[list[Image.Image], np.ndarray]:
+        """Icons of `feature_ids` and their fidelity ranks."""
+        rc = self.rc
+        fids = np.asarray(feature_ids, dtype=np.int64)
+        embeds = icon_embeddings(self.sae, self.template, fids, rc.template_scale, rc.feature_scale, rc.keep_error)
+        seeds = self.seeds(fids)
+        step = batch_size or rc.batch_size
+        images: list[Image.Image] = []
+        for i in range(0, len(fids), step):
+            images += self.renderer.render(embeds[i : i + step], self.negative, seeds[i : i + step], rc.steps, rc.guidance_scale, rc.size)
+        ranks = fidelity_ranks(self.sae, self.embedder.encode_images(images), fids) if images else np.zeros(0, np.int32)
+        return images, ranks
+
+
+def icon_parameters(rc: RenderConfig, n: int) -> dict[str, list]:
+    """The icon-table columns that record how each of `n` icons was made (besides feature_id, seed, image)."""
+    return {
+        "feature_scale": [rc.feature_scale] * n,
+        "steps": [rc.steps] * n,
+        "template": [template_label(rc)] * n,
+        "template_scale": [rc.template_scale] * n,
+        "negative": [rc.negative] * n,
+        "keep_error": [rc.keep_error] * n,
+        "guidance_scale": [rc.guidance_scale] * n,
+        "size": [rc.size] * n,
+    }

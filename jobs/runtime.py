@@ -25,7 +25,8 @@ def init_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**kwargs)
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+        # address="local": a new local Ray, never a cluster someone started on this machine with `ray start`
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one tqdm bar per stage instead
     ctx.print_on_execution_start = False

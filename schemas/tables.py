@@ -150,6 +150,12 @@ TABLES: dict[str, TableSpec] = {
                 ("seed", "int64", "the diffusion seed of this icon"),
                 ("steps", "int32", "diffusion steps"),
                 ("fidelity_rank", "int32", "re-embed the icon, SAE-encode it: rank of the target feature (1 = top)"),
+                ("template", "string", "the template: gray, an image file, or prompt:<text>"),
+                ("template_scale", "float32", "factor applied to every template activation (0.2 = 1/5)"),
+                ("negative", "string", "negative embedding: zero (CLIP of an all-zeros image) or template"),
+                ("keep_error", "bool", "whether the template's SAE reconstruction error was added back"),
+                ("guidance_scale", "float32", "classifier-free guidance scale"),
+                ("size", "int32", "requested icon side in pixels"),
             ),
         ),
         TableSpec(

@@ -92,6 +92,8 @@ def atlas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtlasStore]:
         "seed": alive,
         "steps": [4] * len(alive),
         "fidelity_rank": [1 + f % 7 for f in alive],
+        "template": ["gray"] * len(alive), "template_scale": [0.2] * len(alive), "negative": ["zero"] * len(alive),
+        "keep_error": [False] * len(alive), "guidance_scale": [4.0] * len(alive), "size": [32] * len(alive),
     }))  # fmt: skip
 
     def manifest(m: dict) -> None:

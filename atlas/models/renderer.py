@@ -41,14 +41,16 @@ class Renderer:
         steps: int,
         guidance_scale: float,
         size: int,
+        latents: torch.Tensor | None = None,
     ) -> list[Image.Image]:
-        """One image per row of `image_embeds` [B, d]; `negative_embeds` is [d] or [B, d]."""
+        """One image per row of `image_embeds` [B, d] in one pipeline call; `negative_embeds` is [d] or [B, d];
+        `latents` (optional, [B, ...]) replace the seeded starting noise."""
         n = len(image_embeds)
         if len(seeds) != n:
             raise ValueError("one seed per embedding")
         dtype = self.pipe.unet.dtype
-        pos = torch.as_tensor(np.asarray(image_embeds, dtype=np.float32)).to(self.device, dtype)
-        neg = torch.as_tensor(np.asarray(negative_embeds, dtype=np.float32)).to(self.device, dtype)
+        pos = torch.tensor(np.asarray(image_embeds, dtype=np.float32)).to(self.device, dtype)
+        neg = torch.tensor(np.asarray(negative_embeds, dtype=np.float32)).to(self.device, dtype)
         if neg.ndim == 1:
             neg = neg.expand(n, -1)
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
@@ -60,13 +62,31 @@ class Renderer:
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             generator=generators,
+            latents=None if latents is None else latents.to(self.device, dtype),
             output_type="pil",
         )
         return list(out.images)
 
+    def initial_noise(self, seeds: list[int], size: int) -> torch.Tensor:
+        """The starting noise the pipeline would draw for these seeds at this size ([B, C, h, w], float32),
+        so that noise can be interpolated and passed back as `latents`."""
+        shape = self.latent_shape(size)
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
-def load_renderer(spec: str, device: str = "auto") -> Renderer:
-    """Load a renderer from a spec string (see the module docstring)."""
+    def latent_shape(self, size: int) -> tuple[int, int, int]:
+        """(channels, height, width) of the pipeline's starting noise for `size`-pixel images."""
+        channels = int(self.pipe.unet.config.in_channels)
+        movq = getattr(self.pipe, "movq", None)
+        if movq is None:  # a pixel-space pipeline (the toy decoder)
+            return channels, size, size
+        factor = 2 ** (len(movq.config.block_out_channels) - 1)
+        side = -(-size // factor**2) * factor  # Kandinsky rounds the latent side up to a multiple of the factor
+        return channels, side, side
+
+
+def load_renderer(spec: str, device: str = "auto", half_precision: bool = True) -> Renderer:
+    """Load a renderer from a spec string (see the module docstring): fp16 weights on a GPU when
+    `half_precision`, float32 on a CPU."""
     from diffusers import KandinskyV22Pipeline
     from diffusers.utils import logging as diffusers_logging
 
@@ -80,7 +100,7 @@ def load_renderer(spec: str, device: str = "auto") -> Renderer:
         source = builtin_model_dir(spec)
     elif Path(spec).exists() and not (Path(spec) / "model_index.json").exists():
         raise AtlasError(f"models.decoder = {spec!r}: not a diffusers pipeline folder (no model_index.json)")
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    dtype = torch.float16 if dev.type == "cuda" and half_precision else torch.float32
     pipeline_class = KandinskyV22Pipeline
     index = Path(source) / "model_index.json"
     if index.exists() and json.loads(index.read_text()).get("_class_name") == "ToyDecoderPipeline":
