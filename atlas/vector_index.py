@@ -23,6 +23,7 @@ FEATURES = "features.faiss"
 IMAGES = "images.faiss"
 EXACT_MAX = 100_000  # exact search over more vectors than this is replaced by IVF (about 2 ms a query at 10^5)
 DEFAULT_NPROBE = 16
+TRAIN_PER_LIST = 64  # IVF k-means trains on at most this many vectors per list
 
 
 def normalised(x: np.ndarray) -> np.ndarray:
@@ -46,7 +47,13 @@ def fill_index(index: faiss.Index, vectors: np.ndarray, ids, nprobe: int = DEFAU
     """Train (approximate indexes only) and add `vectors` with `ids`."""
     x = normalised(vectors)
     if not index.is_trained:
-        index.train(x)
+        ivf = _ivf(index)
+        sample = TRAIN_PER_LIST * ivf.nlist
+        if len(x) > sample:  # k-means on a seeded sample: enough for the centroids, a fraction of the time
+            x_train = x[np.random.default_rng(0).choice(len(x), sample, replace=False)]
+        else:
+            x_train = x
+        index.train(x_train)
         set_nprobe(index, nprobe)
     index.add_with_ids(x, np.asarray(ids, dtype=np.int64))
     return index
