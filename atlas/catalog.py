@@ -2,14 +2,17 @@
 
 `build_catalog` writes the database file atomically (a temporary file, then a rename), with paths relative
 to the atlas, for people who open it with DuckDB themselves (`cd <atlas> && duckdb atlas.duckdb`).
-`connect` gives the same views over absolute paths in a locked, in-memory connection. `query` runs one read-only statement with a row limit: anything that is not a
-plain query is refused, and the connection cannot read or write files outside the atlas.
+`connect` gives the same views over absolute paths in a locked, in-memory connection. `query` runs one
+read-only statement with a row limit and a time limit: anything that is not a plain query is refused, the
+connection cannot read or write files outside the atlas, and a query still running at the time limit is
+interrupted (`DuckDBPyConnection.interrupt` from a timer thread).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import duckdb
@@ -55,30 +58,50 @@ def connect(store: AtlasStore) -> duckdb.DuckDBPyConnection:
 
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+DEFAULT_TIMEOUT_S = 30.0
 
 
-def query(store: AtlasStore, sql: str, limit: int = 1000) -> pa.Table:
-    """Run one read-only SQL statement over the atlas; at most `limit` rows come back."""
+def query(store: AtlasStore, sql: str, limit: int = 1000, timeout: float = DEFAULT_TIMEOUT_S) -> pa.Table:
+    """Run one read-only SQL statement over the atlas; at most `limit` rows come back, and a statement still
+    running after `timeout` seconds is stopped with an AtlasError that names the limit."""
     con = connect(store)
     try:
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as e:
-            raise AtlasError(f"SQL: {_first_line(e)}") from None
-        if len(statements) != 1:
-            raise AtlasError(f"SQL: give exactly one statement (got {len(statements)})")
-        kind = statements[0].type
-        if kind not in _ALLOWED:
-            raise AtlasError(f"SQL: only read-only queries are allowed here (got a {kind.name} statement)")
-        try:
-            rel = con.sql(sql)
-            if rel is None:
-                raise AtlasError("SQL: the statement returned no rows")
-            return rel.limit(limit).to_arrow_table()
-        except duckdb.Error as e:
-            raise AtlasError(f"SQL: {_first_line(e)}") from None
+        return run_read_only(con, sql, limit, timeout)
     finally:
         con.close()
+
+
+def run_read_only(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 1000, timeout: float = DEFAULT_TIMEOUT_S) -> pa.Table:
+    """`query` on a connection from `connect` (the viewer keeps one open); the caller serialises its use."""
+    if limit < 1:
+        raise AtlasError(f"SQL: the row limit must be at least 1 (got {limit})")
+    if not timeout > 0:
+        raise AtlasError(f"SQL: the time limit must be positive (got {timeout})")
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise AtlasError(f"SQL: {_first_line(e)}") from None
+    if len(statements) != 1:
+        raise AtlasError(f"SQL: give exactly one statement (got {len(statements)})")
+    kind = statements[0].type
+    if kind not in _ALLOWED:
+        raise AtlasError(f"SQL: only read-only queries are allowed here (got a {kind.name} statement)")
+    timer = threading.Timer(timeout, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        rel = con.sql(sql)
+        if rel is None:
+            raise AtlasError("SQL: the statement returned no rows")
+        return rel.limit(limit).to_arrow_table()
+    except duckdb.InterruptException:
+        raise AtlasError(f"SQL: stopped at the time limit of {timeout:g} s (simplify the query or add a LIMIT)") from None
+    except duckdb.Error as e:
+        if "interrupt" in str(e).lower() and not timer.is_alive():
+            raise AtlasError(f"SQL: stopped at the time limit of {timeout:g} s (simplify the query or add a LIMIT)") from None
+        raise AtlasError(f"SQL: {_first_line(e)}") from None
+    finally:
+        timer.cancel()
 
 
 def _literal(text: str) -> str:

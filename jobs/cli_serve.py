@@ -1,9 +1,84 @@
-"""Serving-plane commands: search over features and images; the viewer benchmark."""
+"""Serving-plane commands: search over features and images; the search and viewer benchmarks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from jobs.cli_common import AtlasDir, existing_atlas, format_table, user_errors
+
+BenchOut = Annotated[Path, typer.Option("--out", help="folder for the result JSON")]
+
+
+def search(
+    text: Annotated[str, typer.Argument(help="words to search for, e.g. red")],
+    atlas: AtlasDir = Path("atlas-out"),
+    images: Annotated[bool, typer.Option("--images", help="search images instead of features")] = False,
+    k: Annotated[int, typer.Option("-k", help="how many results")] = 10,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Text search through the atlas's CLIP: the features (or images) that best match TEXT."""
+    from atlas.errors import AtlasError
+    from atlas.search import AtlasSearch
+
+    if format not in ("table", "csv", "json"):
+        raise AtlasError(f"--format {format!r}: use table, csv or json")
+    if not 1 <= k <= 1000:
+        raise AtlasError(f"-k {k}: give 1 to 1000")
+    store = existing_atlas(atlas)
+    searcher = AtlasSearch(store)
+    if images:
+        hits = searcher.images_for_text(text, k)
+        sources = dict(zip(*(store.read_table("images", ["image_id", "source"]).column(c).to_pylist() for c in ("image_id", "source")), strict=True))
+        hits = hits.append_column("source", [[sources.get(i) for i in hits.column("image_id").to_pylist()]])
+    else:
+        hits = searcher.features_for_text(text, k)
+    typer.echo(format_table(hits, format))
+
+
+def bench_search(
+    n: Annotated[int, typer.Option(help="vectors in the synthetic set")] = 80_000,
+    dim: Annotated[int, typer.Option(help="vector width")] = 1280,
+    queries: Annotated[int, typer.Option(help="queries timed and scored")] = 200,
+    nprobe: Annotated[int, typer.Option(help="IVF lists probed per query")] = 16,
+    out: BenchOut = Path("benchmarks"),
+) -> None:
+    """Recall@10 and query latency of the approximate (IVF) index against exact search, on a synthetic
+    clustered set of N x DIM unit vectors."""
+    from atlas.benchmark import write_result
+    from jobs.bench_search import run_search_bench
+
+    result = run_search_bench(n, dim, queries, nprobe)
+    path = write_result(out, "search", result)
+    typer.echo(
+        f"{n:,} x {dim}: recall@10 {result['recall_at_10']:.3f}; per query exact {result['exact']['ms_per_query']:.2f} ms, "
+        f"IVF {result['approximate']['ms_per_query']:.2f} ms ({result['speedup']:.1f}x); written to {path}"
+    )
+
+
+def bench_view(
+    features: Annotated[int, typer.Option(help="features in the synthetic atlas")] = 80_000,
+    sessions: Annotated[int, typer.Option(help="concurrent sessions in the load run")] = 20,
+    requests: Annotated[int, typer.Option(help="page renders per session and page")] = 3,
+    out: BenchOut = Path("benchmarks"),
+) -> None:
+    """p50/p95 page-render latency of the feature grid and feature page on a synthetic atlas, one session
+    and SESSIONS concurrent sessions, against a real `streamlit run` server on loopback."""
+    from atlas.benchmark import write_result
+    from jobs.bench_view import run_view_bench
+
+    result = run_view_bench(features, sessions, requests)
+    path = write_result(out, "view", result)
+    for mode, pages in result["latency_ms"].items():
+        line = ", ".join(f"{page} p50 {v['p50']:.0f} ms p95 {v['p95']:.0f} ms" for page, v in pages.items())
+        typer.echo(f"{mode}: {line}")
+    typer.echo(f"written to {path}")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this module's commands to the `atlas` app and its `bench` group."""
+    app.command("search")(user_errors(search))
+    bench.command("search")(user_errors(bench_search))
+    bench.command("view")(user_errors(bench_view))

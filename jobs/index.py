@@ -1,22 +1,52 @@
-"""Index job: the DuckDB catalog (a view per table) and the FAISS indexes (feature decoder directions,
-image embeddings). Runs on the driver: it reads the finished tables and writes small files."""
+"""Index job: feature labels from the vocabulary (the atlas's CLIP text encoder), the DuckDB catalog (a view
+per table) and the FAISS indexes (feature decoder directions, image embeddings). Runs on the driver: it
+reads the finished tables and writes small files."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from atlas.catalog import build_catalog
+from atlas.errors import AtlasError
+from atlas.labels import VOCABULARY_FILE, embed_vocabulary, labels_table, templates_for, vocabulary_for
 from atlas.models.sae import load_sae
 from atlas.store import AtlasStore, vectors_to_numpy
 from atlas.vector_index import FEATURES, IMAGES, build_index
 
 
-def run_index(store: AtlasStore) -> dict[str, Any]:
+def clip_spec_of(store: AtlasStore) -> str:
+    """The CLIP that embedded this atlas (recorded in the manifest by the build)."""
+    spec = store.manifest().get("models", {}).get("clip") or (store.manifest().get("config") or {}).get("models", {}).get("clip")
+    if not spec:
+        raise AtlasError(f"{store.manifest_path}: no CLIP model recorded (models.clip); rebuild with `atlas build`")
+    return spec
+
+
+def run_labels(store: AtlasStore, w_dec: np.ndarray, device: str = "auto") -> dict[str, Any]:
+    """Embed the vocabulary with the atlas's CLIP, label every alive feature, write `labels` and the
+    centred vocabulary embeddings (`index/vocabulary.npz`) that text search uses."""
+    from atlas.models.clip import load_embedder
+
+    spec = clip_spec_of(store)
+    embedder = load_embedder(spec, device)
+    words = vocabulary_for(spec)
+    vocab = embed_vocabulary(embedder.encode_texts, words, templates_for(spec))
+    vocab.save(store.index_dir / VOCABULARY_FILE)
+    alive = store.read_table("features", ["feature_id", "alive"])
+    ids = alive.column("feature_id").to_numpy()[alive.column("alive").to_numpy(zero_copy_only=False)]
+    store.write_part("labels", "part-00000", labels_table(ids, w_dec[ids], vocab))
+    return {"labels.features": int(len(ids)), "vocabulary": len(words)}
+
+
+def run_index(store: AtlasStore, device: str = "auto") -> dict[str, Any]:
     sae = load_sae(store.sae_dir)
     dim = sae.cfg.d_in
+    w_dec = sae.W_dec.detach().float().numpy()
+    rows = run_labels(store, w_dec, device)
     views = build_catalog(store, dim)
-    w_dec = sae.W_dec.detach().numpy()
-    build_index(w_dec, range(len(w_dec)), store.index_dir / FEATURES)
+    build_index(w_dec, np.arange(len(w_dec)), store.index_dir / FEATURES)
     emb = store.read_table("embeddings")
     build_index(vectors_to_numpy(emb.column("embedding"), dim), emb.column("image_id").to_numpy(), store.index_dir / IMAGES)
-    return {"views": views, "rows": {"index.features": len(w_dec), "index.images": emb.num_rows}}
+    return {"views": views, "rows": {**rows, "index.features": len(w_dec), "index.images": emb.num_rows}}

@@ -104,6 +104,18 @@ TABLES: dict[str, TableSpec] = {
             ),
         ),
         TableSpec(
+            "labels",
+            "labels",
+            "Each alive feature's top vocabulary words (atlas/vocabulary/words.txt), by cosine between its decoder "
+            "direction and the words' CLIP text embeddings, vocabulary mean removed (written by `atlas index`).",
+            (
+                ("feature_id", "int32", "the feature"),
+                ("rank", "int32", "1 = the best-aligned word (the feature's label)"),
+                ("word", "string", "a word or short phrase of the vocabulary"),
+                ("score", "float32", "cosine between the decoder direction and the word's centred text embedding"),
+            ),
+        ),
+        TableSpec(
             "features",
             "features",
             "One row per SAE feature, with statistics over the whole dataset.",
@@ -115,7 +127,7 @@ TABLES: dict[str, TableSpec] = {
                 ("max_activation", "float64", "largest activation over the dataset (0 if dead)"),
                 ("activation_mass", "float64", "sum of the feature's activations over the dataset"),
                 ("decoder_norm", "float64", "L2 norm of the feature's decoder direction"),
-                ("label", "string", "a short human label, or null"),
+                ("label", "string", "a short human label: in SQL, the rank-1 word of `labels` when the stored value is null (see schemas/views.py)"),
             ),
         ),
         TableSpec(

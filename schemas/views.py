@@ -35,15 +35,35 @@ def duckdb_type(t: pa.DataType) -> str:
     return _DUCKDB_TYPES[t]
 
 
+# Columns a view fills from another view when the table's own value is null: (table, column) ->
+# (other view, its column, join key, condition). The `features` view takes each feature's label from the
+# `labels` table (rank 1), which the index stage writes after `features` exists; `labels` comes before
+# `features` in TABLES, so its view is defined first.
+FILLED_FROM = {("features", "label"): ("labels", "word", "feature_id", "rank = 1")}
+
+
 def view_sql(name: str, schema: pa.Schema, has_parts: bool, root: str = "") -> str:
     """CREATE VIEW for one table, reading `<root><folder>/*.parquet` (root "" = relative to the atlas).
     Vector columns are cast to fixed-size arrays so that `array_cosine_similarity` works; a table with no
     parts yet is an empty view with the same columns."""
     folder = root + TABLES[name].folder
     if has_parts:
-        cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
         glob = f"{folder}/*.parquet".replace("'", "''")
         source = f"read_parquet('{glob}')"
-        return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM {source}"
-    cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
-    return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false"
+        cols = [f'CAST(t."{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema]
+    else:
+        source = "(SELECT 1 WHERE false)"
+        cols = [f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema]
+    joins = []
+    for i, f in enumerate(schema):
+        filled = FILLED_FROM.get((name, f.name))
+        if filled is None:
+            continue
+        other, other_col, key, condition = filled
+        alias = f"j{i}"
+        own = f't."{f.name}"' if has_parts else "NULL"
+        cols[i] = f'CAST(coalesce({own}, {alias}."{other_col}") AS {duckdb_type(f.type)}) AS "{f.name}"'
+        key_expr = f't."{key}"' if has_parts else "NULL"
+        joins.append(f'LEFT JOIN {other} {alias} ON {alias}."{key}" = {key_expr} AND {alias}.{condition}')
+    sql = f"CREATE OR REPLACE VIEW {name} AS SELECT {', '.join(cols)} FROM {source} t"
+    return " ".join([sql, *joins]) if joins else (sql if has_parts else sql + " WHERE false")

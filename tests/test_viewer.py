@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from atlas.catalog import build_catalog, query
 from atlas.store import AtlasStore, table_from_rows
+from atlas.vector_index import FEATURES, build_index
 from viewer.data import atlas_dir
 
 APP = Path(__file__).resolve().parent.parent / "viewer" / "app.py"
@@ -96,6 +97,23 @@ def atlas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtlasStore]:
         "keep_error": [False] * len(alive), "guidance_scale": [4.0] * len(alive), "size": [32] * len(alive),
     }))  # fmt: skip
 
+    # labels of the alive features: feature f's rank-1 word is "word-{f % 5}" (feature 0 keeps its stored label)
+    store.write_part("labels", "part-00000", table_from_rows("labels", {
+        "feature_id": [f for f in alive for _ in (1, 2)], "rank": [1, 2] * len(alive),
+        "word": [w for f in alive for w in (f"word-{f % 5}", "extra")], "score": [0.5, 0.25] * len(alive),
+    }))  # fmt: skip
+    # decoder directions: feature f points along axis f % DIM, so its nearest features share f % DIM
+    directions = np.zeros((N_FEATURES, DIM), dtype=np.float32)
+    directions[np.arange(N_FEATURES), np.arange(N_FEATURES) % DIM] = 1.0
+    directions += rng.normal(scale=0.01, size=directions.shape).astype(np.float32)
+    build_index(directions, np.arange(N_FEATURES), store.index_dir / FEATURES)
+    red_blue = np.zeros(DIM, dtype=np.float32)
+    red_blue[2] = 1.0
+    store.write_part("directions", "part-00000", table_from_rows("directions", {
+        "name": ["red-blue"], "positive": ["red"], "negative": ["blue"], "n_pairs": [4], "vector": [red_blue],
+        "top_features": [[{"feature_id": 2, "cosine": 0.99}, {"feature_id": 10, "cosine": 0.98}]],
+    }, dim=DIM))  # fmt: skip
+
     def manifest(m: dict) -> None:
         m["models"] = {"clip": "builtin:random-clip", "decoder": "builtin:random-decoder"}
         holdout = {"explained_variance": 0.72, "l0": 8.2, "mse": 0.4, "dead_fraction": 0.15, "n": 3}
@@ -157,7 +175,7 @@ def test_home_shows_models_stages_row_counts_and_metrics(app: AppTest, atlas: At
     assert tables["features"] == N_FEATURES
     assert tables["icons"] == N_FEATURES - len(DEAD)
     assert tables["top_images"] == atlas.count_rows("top_images")
-    assert tables["directions"] == 0
+    assert tables["directions"] == 1
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["explained variance"] == "0.720"
     assert metrics["dead features"] == "15.0%"
@@ -205,7 +223,7 @@ def test_feature_page_shows_icon_stats_and_top_images(app: AppTest, atlas: Atlas
     tops = [img for img in app.image if all(c.startswith("#") for c in img.captions)]
     if feature_id in DEAD:
         assert expected == [] and tops == []
-        assert len(app.image) == 0  # no icon either
+        assert not [img for img in app.image if img.captions and img.captions[0].startswith("icon")]  # no icon either
         return
     assert len(tops) == 1
     assert [c.split(" ")[0] for c in tops[0].captions] == [f"#{r}" for r in expected]
@@ -224,7 +242,7 @@ def test_feature_page_follows_the_number_input(app: AppTest, atlas: AtlasStore) 
     app.number_input(key="feature_id").set_value(7).run()
     assert not _exceptions(app)
     assert app.query_params["feature"] == "7"
-    assert app.title[0].value == "Feature 7"
+    assert app.title[0].value == "Feature 7: word-2"  # its label from the labels table
 
 
 def test_viewer_loads_no_models_ray_or_jobs() -> None:
@@ -234,3 +252,97 @@ def test_viewer_loads_no_models_ray_or_jobs() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _frame_with(at: AppTest, column: str):
+    """The first dataframe that has `column`."""
+    return next(f.value for f in at.dataframe if column in f.value.columns)
+
+
+def _shown(at: AppTest, prefix: str = "open-") -> list[int]:
+    return [int(b.key.removeprefix(prefix)) for b in at.button if b.key and b.key.startswith(prefix)]
+
+
+def test_home_has_a_density_histogram_and_links(app: AppTest) -> None:
+    assert not _exceptions(app)
+    assert any(el.type == "arrow_vega_lite_chart" or "chart" in el.type for el in app.main)
+    assert "Feature density" in [h.value for h in app.subheader]
+
+
+def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStore) -> None:
+    app.switch_page("pages/grid.py").run()
+    app.text_input(key="grid_label").input("WORD-3").run()  # case-insensitive substring of the label
+    assert not _exceptions(app)
+    expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive AND label = 'word-3' ORDER BY frequency DESC, feature_id")
+    assert expected and _shown(app) == expected
+    assert any("word-3" in md.value for md in app.markdown)
+
+    app.text_input(key="grid_label").input("%").run()  # LIKE wildcards are matched literally
+    assert _shown(app) == [] and app.info
+
+    app.text_input(key="grid_label").input("").run()
+    app.number_input(key="grid_min_freq").set_value(0.25).run()
+    expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 ORDER BY frequency DESC, feature_id")
+    assert _shown(app) == expected[:24]
+    app.number_input(key="grid_min_mass").set_value(10.0).run()
+    expected = _sql_column(
+        atlas, "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 AND activation_mass >= 10 ORDER BY frequency DESC, feature_id"
+    )
+    assert _shown(app) == expected[:24]
+
+    app.number_input(key="grid_min_freq").set_value(0.0).run()
+    app.number_input(key="grid_min_mass").set_value(0.0).run()
+    app.selectbox(key="grid_sort").select("activation_mass").run()
+    expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive ORDER BY activation_mass DESC, feature_id")
+    assert _shown(app) == expected[:24]
+
+
+def test_feature_page_shows_labels_histogram_nearest_features_and_directions(app: AppTest, atlas: AtlasStore) -> None:
+    app.query_params["feature"] = "2"
+    app.switch_page("pages/feature.py").run()
+    assert not _exceptions(app)
+    assert app.title[0].value == "Feature 2: word-2"
+    assert any(md.value.startswith("**Labels**") and "word-2 (0.50)" in md.value for md in app.markdown)
+    assert "Activation histogram" in [h.value for h in app.subheader]
+    near = _shown(app, "near-")
+    alive_same_axis = [f for f in range(N_FEATURES) if f % DIM == 2 and f != 2 and f not in DEAD]
+    assert near[: len(alive_same_axis)] and set(near[: len(alive_same_axis)]) == set(alive_same_axis)
+    assert not set(near) & DEAD
+    aligned = _frame_with(app, "cosine")
+    assert list(aligned["name"]) == ["red-blue"] and aligned["cosine"].iloc[0] == pytest.approx(1.0, abs=0.05)
+
+    app.button(key=f"near-{near[0]}").click().run()  # opening a neighbour moves the page to it
+    assert app.query_params["feature"] == str(near[0])
+    assert app.title[0].value.startswith(f"Feature {near[0]}")
+
+
+def test_directions_page_lists_directions_and_their_features(app: AppTest) -> None:
+    app.switch_page("pages/directions.py").run()
+    assert not _exceptions(app)
+    assert list(_frame_with(app, "n_pairs")["name"]) == ["red-blue"]
+    assert _shown(app, "dir-") == [2, 10]
+    app.button(key="dir-10").click().run()
+    assert app.query_params["feature"] == "10"
+
+
+def test_sql_page_runs_read_only_queries_with_limits(app: AppTest, atlas: AtlasStore) -> None:
+    app.switch_page("pages/sql.py").run()
+    assert not _exceptions(app)
+    app.text_area(key="sql_text").input("SELECT feature_id, thumbnail FROM features JOIN icons USING (feature_id) ORDER BY 1").run()
+    app.text_area(key="sql_text").input("SELECT image_id, thumbnail FROM images ORDER BY image_id").run()
+    app.number_input(key="sql_limit").set_value(5).run()
+    app.button(key="sql_run").click().run()
+    assert not _exceptions(app) and not app.error
+    result = _frame_with(app, "thumbnail")
+    assert len(result) == 5 and all(v.endswith("bytes>") for v in result["thumbnail"])
+    for refused, message in [("DROP VIEW features", "only read-only"), ("COPY features TO 'x.csv'", "only read-only"),
+                             ("ATTACH 'x.duckdb'", "only read-only"), ("INSTALL vss", "only read-only")]:  # fmt: skip
+        app.text_area(key="sql_text").input(refused).run()
+        assert app.error and message in app.error[0].value
+    assert _sql_column(atlas, "SELECT count(*) FROM features") == [N_FEATURES]  # nothing was dropped
+
+
+def test_search_page_renders_without_a_query(app: AppTest) -> None:
+    app.switch_page("pages/search.py").run()
+    assert not _exceptions(app)
+    assert app.text_input(key="search_text").value == ""

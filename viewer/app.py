@@ -15,13 +15,21 @@ except AtlasError as e:
     st.error(str(e))
     st.stop()
 
-page = st.navigation(
-    [
-        st.Page("pages/home.py", title="Summary", icon=":material/home:", default=True),
-        st.Page("pages/grid.py", title="Feature grid", icon=":material/grid_view:"),
-        st.Page("pages/feature.py", title="Feature", icon=":material/search:"),
-    ]
-)
+pages = [
+    st.Page("pages/home.py", title="Summary", icon=":material/home:", default=True),
+    st.Page("pages/grid.py", title="Feature grid", icon=":material/grid_view:"),
+    st.Page("pages/feature.py", title="Feature", icon=":material/search:"),
+    st.Page("pages/search.py", title="Search", icon=":material/manage_search:"),
+    st.Page("pages/directions.py", title="Directions", icon=":material/swap_horiz:"),
+    st.Page("pages/sql.py", title="SQL", icon=":material/database:"),
+]
+try:  # the image explorer (pick or upload an image, scale its concepts, render) lives in viewer/steer.py
+    from viewer.steer import image_explorer_page
+except ImportError:
+    image_explorer_page = None
+if image_explorer_page is not None:
+    pages.append(st.Page(image_explorer_page, title="Image explorer", icon=":material/tune:", url_path="explorer"))
+page = st.navigation(pages)
 st.sidebar.caption(f"Atlas: `{store.root}`")
 try:
     page.run()

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -105,6 +106,29 @@ def train_curve(store: AtlasStore) -> pd.DataFrame:
 
 
 # ---- features --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GridFilter:
+    """What the feature grid shows: every value is bound as a SQL parameter, never spliced into the text."""
+
+    alive_only: bool = True
+    min_frequency: float = 0.0
+    min_mass: float = 0.0
+    label: str = ""  # substring of the label (case-insensitive)
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = ["f.frequency >= ?", "f.activation_mass >= ?"], [self.min_frequency, self.min_mass]
+        if self.alive_only:
+            clauses.append("f.alive")
+        if self.label.strip():
+            clauses.append("f.label ILIKE ? ESCAPE '\\'")
+            params.append("%" + _escape_like(self.label.strip()) + "%")
+        return "WHERE " + " AND ".join(clauses), params
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def feature_count(store: AtlasStore, alive_only: bool = False) -> int:
     """Number of features (only the alive ones if `alive_only`)."""
@@ -113,15 +137,25 @@ def feature_count(store: AtlasStore, alive_only: bool = False) -> int:
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
-def feature_page(store: AtlasStore, sort: str, alive_only: bool, limit: int, offset: int) -> pd.DataFrame:
-    """One page of features with their icon (null for features without one), ordered by `sort` (a SORTS key)."""
-    where = "WHERE f.alive" if alive_only else ""
+def filtered_count(store: AtlasStore, flt: GridFilter) -> int:
+    """Number of features that pass the grid filter."""
+    where, params = flt.where()
+    return int(_sql(store, f"SELECT count(*) AS n FROM features f {where}", params)["n"].iloc[0])
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def feature_page(store: AtlasStore, sort: str, flt: GridFilter, limit: int, offset: int) -> pd.DataFrame:
+    """One page of features with label and icon (null for features without one), ordered by `sort` (a
+    SORTS key). Only this page's icons are read."""
+    where, params = flt.where()
     frame = _sql(
         store,
-        f"""SELECT f.feature_id, f.alive, f.frequency, f.activation_mass, f.max_activation, i.image AS icon
-            FROM features f LEFT JOIN icons i USING (feature_id)
-            {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?""",
-        [limit, offset],
+        f"""WITH page AS (
+                SELECT f.feature_id, f.alive, f.frequency, f.activation_mass, f.max_activation, f.label
+                FROM features f {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?)
+            SELECT p.*, i.image AS icon FROM page p LEFT JOIN icons i USING (feature_id)
+            ORDER BY {SORTS[sort].replace("f.", "p.")}""",
+        [*params, limit, offset],
     )
     return _as_bytes(frame, "icon")
 
@@ -159,3 +193,95 @@ def top_images(store: AtlasStore, feature_id: int) -> pd.DataFrame:
         [feature_id],
     )
     return _as_bytes(frame, "thumbnail")
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def frequency_histogram(store: AtlasStore, bins: int = 40) -> pd.DataFrame:
+    """Feature density: how many alive features fire at each log10 frequency (bin left edges)."""
+    return _sql(
+        store,
+        f"""WITH l AS (SELECT log10(frequency) AS x FROM features WHERE alive AND frequency > 0),
+                 r AS (SELECT min(x) AS lo, greatest(max(x) - min(x), 1e-9) AS w FROM l)
+            SELECT round(lo + least(floor((x - lo) / w * {int(bins)}), {int(bins) - 1}) * w / {int(bins)}, 3)
+                       AS log10_frequency, count(*) AS features
+            FROM l, r GROUP BY 1 ORDER BY 1""",
+    )
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def feature_labels(store: AtlasStore, feature_id: int) -> pd.DataFrame:
+    """A feature's top vocabulary words: rank, word, score."""
+    return _sql(store, "SELECT rank, word, score FROM labels WHERE feature_id = ? ORDER BY rank", [feature_id])
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def activation_histogram(store: AtlasStore, feature_id: int, bins: int = 30) -> pd.DataFrame:
+    """How often the feature takes each activation value (non-zero only), binned in DuckDB: the
+    activations themselves never leave the database."""
+    return _sql(
+        store,
+        f"""WITH a AS (SELECT value FROM activations WHERE feature_id = ?),
+                 r AS (SELECT min(value) AS lo, greatest(max(value) - min(value), 1e-9) AS w FROM a)
+            SELECT round(lo + least(floor((value - lo) / w * {int(bins)}), {int(bins) - 1}) * w / {int(bins)}, 4)
+                       AS activation, count(*) AS images
+            FROM a, r GROUP BY 1 ORDER BY 1""",
+        [feature_id],
+    )
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def features_by_id(store: AtlasStore, feature_ids: tuple[int, ...]) -> pd.DataFrame:
+    """Label, frequency and icon of the given features, in the given order."""
+    if not feature_ids:
+        return pd.DataFrame(columns=["feature_id", "label", "frequency", "icon"])
+    frame = _sql(
+        store,
+        """SELECT f.feature_id, f.label, f.frequency, i.image AS icon
+           FROM features f LEFT JOIN icons i USING (feature_id) WHERE list_contains(?, f.feature_id)""",
+        [list(feature_ids)],
+    )
+    frame = _as_bytes(frame, "icon").set_index("feature_id").reindex(list(feature_ids)).reset_index()
+    return frame
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def images_by_id(store: AtlasStore, image_ids: tuple[int, ...]) -> pd.DataFrame:
+    """Source, caption and thumbnail of the given images, in the given order."""
+    if not image_ids:
+        return pd.DataFrame(columns=["image_id", "source", "caption", "thumbnail"])
+    frame = _sql(
+        store,
+        "SELECT image_id, source, caption, thumbnail FROM images WHERE list_contains(?, image_id)",
+        [list(image_ids)],
+    )
+    return _as_bytes(frame, "thumbnail").set_index("image_id").reindex(list(image_ids)).reset_index()
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def directions(store: AtlasStore) -> pd.DataFrame:
+    """Every contrastive direction: name, positive, negative, n_pairs, vector, top_features."""
+    return _sql(store, "SELECT name, positive, negative, n_pairs, vector, top_features FROM directions ORDER BY name")
+
+
+def run_sql(store: AtlasStore, sql: str, limit: int, timeout: float) -> pd.DataFrame:
+    """The SQL page: one read-only statement through `atlas.catalog` (refusals, row and time limits)."""
+    from atlas.catalog import run_read_only
+
+    con, lock = _connection(store)
+    with lock:
+        return run_read_only(con, sql, limit, timeout).to_pandas()
+
+
+@st.cache_resource(hash_funcs=_HASH, show_spinner="Loading the search models…")
+def searcher(store: AtlasStore):
+    """One `AtlasSearch` per atlas, shared by all sessions (CLIP, SAE and FAISS load on first use)."""
+    from atlas.search import AtlasSearch
+
+    return AtlasSearch(store), threading.Lock()
+
+
+def search_call(store: AtlasStore, method: str, *args: Any) -> Any:
+    """Call one AtlasSearch method under its lock (torch models and lazy loading are not re-entrant)."""
+    search, lock = searcher(store)
+    with lock:
+        return getattr(search, method)(*args)

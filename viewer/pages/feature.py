@@ -1,4 +1,5 @@
-"""One feature: its icon, its statistics and the images where it fires most."""
+"""One feature: icon, labels, statistics, activation histogram, top images, nearest features, aligned
+directions, and a steering slider (from `viewer.steer`, when it is installed)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,15 @@ with right:
     cols[3].metric("fidelity rank", "-" if row["icon"] is None else int(row["fidelity_rank"]))
     st.dataframe(pd.DataFrame([{k: v for k, v in row.items() if k != "icon"}]), hide_index=True)
 
+labels = data.feature_labels(store, feature_id)
+if not labels.empty:
+    st.markdown("**Labels** (vocabulary words by CLIP text cosine): " + ", ".join(f"{r.word} ({r.score:.2f})" for r in labels.itertuples()))
+
+hist = data.activation_histogram(store, feature_id)
+if not hist.empty:
+    st.subheader("Activation histogram")
+    st.bar_chart(hist, x="activation", y="images", height=200)
+
 top = data.top_images(store, feature_id)
 st.subheader(f"Top images ({len(top)})")
 if top.empty:
@@ -64,3 +74,44 @@ if top.empty:
 else:
     captions = [f"#{r.rank} · {r.value:.3g} · {r.caption or r.source}" for r in top.itertuples()]
     st.image(list(top["thumbnail"]), caption=captions, width=128)
+
+
+def _feature_tiles(frame, scores, key: str) -> None:
+    cols = st.columns(6)
+    for i, (tile, score) in enumerate(zip(frame.itertuples(), scores, strict=True)):
+        with cols[i % 6].container(border=True):
+            if tile.icon is not None:
+                st.image(tile.icon, width="stretch")
+            st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \ncos {score:.3f}")
+            if st.button("Open", key=f"{key}-{tile.feature_id}", width="stretch"):
+                st.query_params["feature"] = str(tile.feature_id)
+                st.rerun()
+
+
+st.subheader("Nearest features (decoder direction cosine)")
+if store.index_dir.joinpath("features.faiss").exists():
+    near = data.search_call(store, "nearest_features", feature_id, 6).to_pandas()
+    _feature_tiles(data.features_by_id(store, tuple(int(f) for f in near["feature_id"])), near["score"], "near")
+else:
+    st.info("No feature index yet (run `atlas index`).")
+
+st.subheader("Aligned directions")
+dirs = data.directions(store)
+direction = data.search_call(store, "direction_of", feature_id) if store.index_dir.joinpath("features.faiss").exists() else None
+if dirs.empty or direction is None:
+    st.caption("no contrastive directions in this atlas (run `atlas directions`)")
+else:
+    import numpy as np
+
+    vectors = np.stack([np.asarray(v, dtype=np.float32) for v in dirs["vector"]])
+    cos = vectors @ direction / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+    aligned = dirs[["name", "positive", "negative"]].assign(cosine=cos).sort_values("cosine", key=abs, ascending=False)
+    st.dataframe(aligned, hide_index=True, key="aligned_directions")
+
+try:
+    from viewer.steer import steering_panel
+except ImportError:
+    steering_panel = None
+if steering_panel is not None:
+    st.subheader("Steering")
+    steering_panel(store, feature_id)

@@ -41,3 +41,19 @@ if not curve.empty:
         with col:
             st.markdown(f"**{metric}**")
             st.line_chart(curve, x="step", y=metric, height=220)
+
+st.subheader("Feature density")
+density = data.frequency_histogram(store)
+if density.empty:
+    st.info("No alive features yet (run `atlas featurize`).")
+else:
+    st.caption("alive features by log10 of the share of images they fire on")
+    st.bar_chart(density, x="log10_frequency", y="features", height=220)
+
+st.subheader("Explore")
+links = st.columns(5)
+links[0].page_link("pages/grid.py", label="Feature grid", icon=":material/grid_view:")
+links[1].page_link("pages/search.py", label="Search", icon=":material/manage_search:")
+links[2].page_link("pages/directions.py", label="Directions", icon=":material/swap_horiz:")
+links[3].page_link("pages/sql.py", label="SQL", icon=":material/database:")
+links[4].page_link("pages/feature.py", label="A feature", icon=":material/search:")

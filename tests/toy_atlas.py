@@ -1,0 +1,67 @@
+"""A small toy-world atlas built in this process with the library's stage functions (no Ray): the toy CLIP
+embeds generated images with known factors, a small SAE is trained on them, featurized and indexed.
+Used by the search and browser tests (about 20 s on 2 CPU cores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from atlas.config import SAEConfigSection
+from atlas.embed import decode_batch, embed_batch, split_outputs
+from atlas.featurize import activations_table, encode_sparse, feature_statistics, top_images
+from atlas.models.clip import load_embedder
+from atlas.store import AtlasStore, table_from_rows
+from atlas.toyworld import write_world
+from atlas.train import train_sae
+
+CLIP = "builtin:toy-clip"
+
+
+def build_toy_atlas(root: Path, n_images: int = 600, seed: int = 3, expansion: int = 4, epochs: int = 15, l1: float = 1.0) -> AtlasStore:
+    """Embed, train, featurize and index a toy-world atlas at `root` (images under `root/world/images`)."""
+    images = write_world(root / "world", n_images, 32, seed=seed)
+    store = AtlasStore(root / "atlas")
+    embedder = load_embedder(CLIP, "cpu")
+    sources = sorted(p.name for p in images.glob("*.png"))
+    batch = decode_batch(sources, images, embedder.geometry.size, 64, 64_000_000)
+    emb = embed_batch(embedder, batch)
+    rows = pa.table({k: pa.array(list(batch[k])) for k in ("source", "image_id", "caption", "width", "height", "thumbnail", "error")})
+    rows = rows.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
+    img_t, emb_t, _ = split_outputs(rows, emb.shape[1])
+    store.write_part("images", "part-00000", img_t)
+    store.write_part("embeddings", "part-00000", emb_t)
+
+    ids = img_t.column("image_id").to_numpy()
+    cfg = SAEConfigSection(expansion_factor=expansion, epochs=epochs, l1_coefficient=l1, batch_size=64, log_every=10, warmup_steps=20)
+    rng = np.random.default_rng(0)
+
+    def epoch_batches(epoch: int):
+        perm = rng.permutation(len(ids))
+        return ((ids[perm[s : s + 64]], emb[perm[s : s + 64]]) for s in range(0, len(perm), 64))
+
+    result = train_sae(epoch_batches, emb.shape[1], len(ids), cfg, torch.device("cpu"))
+    result.sae.save(store.sae_dir, extra={"holdout": result.holdout})
+    log = pa.Table.from_pylist(result.log)
+    store.write_part("train_log", "part-00000", table_from_rows("train_log", {c: log.column(c) for c in log.column_names}))
+
+    sae = result.sae.eval().cpu()
+    feature_ids, values = encode_sparse(sae, emb, torch.device("cpu"))
+    store.write_part("activations", "part-00000", activations_table(img_t.column("image_id").combine_chunks(), feature_ids, values))
+    store.write_part("features", "part-00000", feature_statistics(store, sae, len(ids)))
+    store.write_part("top_images", "part-00000", top_images(store, 8))
+
+    def manifest(m: dict) -> None:
+        m["models"] = {"clip": CLIP, "decoder": "builtin:random-decoder"}
+        m["config"] = {"data": {"source": str(images)}, "models": {"clip": CLIP}}
+        for name in ("embed", "train", "featurize"):
+            m["stages"][name] = {"status": "done", "seconds": 1.0, "summary": {"holdout": result.holdout} if name == "train" else {}}
+
+    store.update_manifest(manifest)
+    from jobs.index import run_index
+
+    run_index(store)
+    return store

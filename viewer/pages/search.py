@@ -1,0 +1,72 @@
+"""Search: text -> features and images through the atlas's CLIP; an uploaded image -> the features that
+fire on it. The CLIP, SAE and indexes load once per server (`data.searcher`)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from atlas.errors import AtlasError
+from atlas.search import MAX_UPLOAD_BYTES, decode_upload
+from viewer import data
+
+K = 12
+store = data.current_store()
+st.title("Search")
+
+
+def _open(feature_id: int) -> None:
+    st.switch_page("pages/feature.py", query_params={"feature": str(feature_id)})
+
+
+def _feature_results(hits, score_name: str, key: str) -> None:
+    tiles = data.features_by_id(store, tuple(int(f) for f in hits["feature_id"]))
+    cols = st.columns(6)
+    for i, (tile, score) in enumerate(zip(tiles.itertuples(), hits[score_name], strict=True)):
+        with cols[i % 6].container(border=True):
+            if tile.icon is not None:
+                st.image(tile.icon, width="stretch")
+            st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \n{score_name} {score:.3f}")
+            if st.button("Open", key=f"{key}-{tile.feature_id}", width="stretch"):
+                _open(int(tile.feature_id))
+
+
+text_tab, image_tab = st.tabs(["Text", "Image"])
+with text_tab:
+    text = st.text_input("Words", key="search_text", max_chars=300, placeholder="e.g. red")
+    if text.strip():
+        try:
+            features = data.search_call(store, "features_for_text", text, K).to_pandas()
+            images = data.search_call(store, "images_for_text", text, K).to_pandas()
+        except AtlasError as e:
+            st.error(str(e))
+        else:
+            st.subheader(f"Features for “{text.strip()}”")
+            if features.empty:
+                st.info("No alive features.")
+            else:
+                _feature_results(features, "score", "text-feature")
+            st.subheader(f"Images for “{text.strip()}”")
+            shown = data.images_by_id(store, tuple(int(i) for i in images["image_id"]))
+            if not shown.empty:
+                captions = [f"{s:.3f} · {r.caption or r.source}" for r, s in zip(shown.itertuples(), images["score"], strict=True)]
+                st.image(list(shown["thumbnail"]), caption=captions, width=128)
+
+with image_tab:
+    upload = st.file_uploader(
+        f"An image (PNG, JPEG or WEBP, at most {MAX_UPLOAD_BYTES // 2**20} MiB)", type=["png", "jpg", "jpeg", "webp"], key="search_upload"
+    )
+    if upload is not None:
+        try:
+            if upload.size > MAX_UPLOAD_BYTES:
+                raise AtlasError(f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+            image = decode_upload(upload.getvalue())
+            hits = data.search_call(store, "features_for_image", image, K).to_pandas()
+        except AtlasError as e:
+            st.error(str(e))
+        else:
+            st.image(image, caption="your image", width=160)
+            st.subheader("Features that fire on it")
+            if hits.empty:
+                st.info("No feature fires on this image.")
+            else:
+                _feature_results(hits, "activation", "image-feature")
