@@ -8,7 +8,6 @@ Every frame of a strip is rendered with the same seed, so only the embedding cha
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -315,9 +314,3 @@ def interpolate_strip(
 
     images = session.render(rows, seed, latents=torch.as_tensor(latents))
     return Strip(images, [f"{g:.2f}" for g in fractions], rows, [f"{method} between the noise of seeds {seed} and {noise_to_seed}"])
-
-
-def png_of(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()

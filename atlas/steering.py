@@ -37,7 +37,7 @@ def symmetric_scales(max_scale: float, n: int) -> list[float]:
 @torch.inference_mode()
 def sae_activations(sae: SparseAutoencoder, embedding: np.ndarray) -> np.ndarray:
     """The SAE activations [n_features] of one embedding [d]."""
-    return sae.encode(torch.as_tensor(np.asarray(embedding, np.float32)).reshape(1, -1))[0].numpy()
+    return sae.encode(torch.tensor(np.asarray(embedding, np.float32)).reshape(1, -1))[0].numpy()
 
 
 @torch.inference_mode()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,7 @@ def run_bench_render(
         "bare_pipeline_per_feature_icons_per_s": bare_single,
         "bare_ratio": bare_batched / bare_single,
         "peak_rss_mb": peak_rss_mb(),
+        "load_average_1min": os.getloadavg()[0],  # a shared machine's rates are only comparable within one run
         "projection_60k": {
             "basis": basis,
             "icons_per_s_per_gpu": gpu_rate,
