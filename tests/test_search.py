@@ -145,6 +145,13 @@ def test_search_page_finds_features_for_red(toy, monkeypatch):
     assert any(img.captions and len(img.captions) == 12 for img in app.image)  # the image results
     app.button(key=f"text-feature-{shown[0]}").click().run()
     assert app.query_params["feature"] == str(shown[0])
+    import gc
+
+    import streamlit as st
+
+    st.cache_resource.clear()  # drop the viewer's DuckDB connection now, not at interpreter exit
+    st.cache_data.clear()
+    gc.collect()
 
 
 # ---- the index itself ---------------------------------------------------------------------------
