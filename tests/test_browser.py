@@ -89,6 +89,14 @@ def server(tmp_path_factory):
             proc.wait()
 
 
+def _settle(page) -> None:
+    """Wait until the script run is over (Streamlit's running indicator is gone) and widgets have drawn."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=120_000)
+    page.wait_for_timeout(1500)
+
+
 def test_every_page_search_and_a_feature_in_chromium(server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -105,13 +113,13 @@ def test_every_page_search_and_a_feature_in_chromium(server):
                                   ("search", "Search"), ("directions", "Directions"), ("sql", "SQL")]:  # fmt: skip
                 page.goto(f"{url}/{path}")
                 expect(page.locator("h1").first).to_contain_text(heading, timeout=90_000)
-                page.wait_for_timeout(500)
+                _settle(page)
                 assert page.locator('[data-testid="stException"]').count() == 0, path
                 page.screenshot(path=str(shots / f"{path or 'home'}.png"), full_page=True)
 
             page.goto(f"{url}/grid")
             expect(page.get_by_text("features, page 1 of")).to_be_visible(timeout=90_000)
-            assert page.get_by_role("button", name="Open").count() > 0
+            expect(page.get_by_role("button", name="Open").first).to_be_visible(timeout=60_000)
 
             page.goto(f"{url}/search")
             box = page.get_by_label("Words")
@@ -119,6 +127,7 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             box.press("Enter")
             expect(page.get_by_text("Features for “red”")).to_be_visible(timeout=120_000)
             expect(page.get_by_role("button", name="Open").first).to_be_visible(timeout=60_000)
+            _settle(page)
             page.screenshot(path=str(shots / "search-red.png"), full_page=True)
 
             page.get_by_role("button", name="Open").first.click()
@@ -126,6 +135,7 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             feature_id = page.url.rsplit("=", 1)[1]
             expect(page.locator("h1").first).to_contain_text(f"Feature {feature_id}", timeout=60_000)
             expect(page.get_by_text("Top images")).to_be_visible(timeout=60_000)
+            _settle(page)
             page.screenshot(path=str(shots / f"feature-{feature_id}.png"), full_page=True)
             assert not errors, errors
         finally:
