@@ -32,6 +32,7 @@ from atlas.store import AtlasStore, table_from_rows
 from atlas.vector_index import FEATURES, IMAGES, build_index
 
 DIM = 64
+ICON_PART = 128  # the render stage's default part size: the layout that lets DuckDB skip unread icon files
 
 
 def _pngs(n: int, size: int, seed: int) -> list[bytes]:
@@ -47,8 +48,8 @@ def _pngs(n: int, size: int, seed: int) -> list[bytes]:
 
 
 def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per_image: int = 40, seed: int = 0) -> AtlasStore:
-    """An atlas with every table the grid and feature pages read: `n_features` features (90% alive) with
-    icons and labels, `n_images` images with thumbnails, `per_image` activations per image, top images, and
+    """An atlas with every table the grid and feature pages read, laid out as the stages write it:
+    `n_features` features (90% may fire) with 64 px noise icons (about 12 kB, in parts of 128) and labels, `n_images` images with thumbnails, `per_image` activations per image, top images, and
     the FAISS index of random decoder directions."""
     from atlas.labels import read_vocabulary
 
@@ -90,11 +91,13 @@ def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per
     store.write_part("top_images", "part-00000", top_images(store, 16))
     alive_ids = np.flatnonzero(alive).astype(np.int32)
     icons = _pngs(256, 64, seed + 1)
-    store.write_part("icons", "part-00000", table_from_rows("icons", {
-        "feature_id": alive_ids, "image": [icons[i % len(icons)] for i in range(len(alive_ids))],
-        "feature_scale": np.full(len(alive_ids), 50.0), "seed": alive_ids.astype(np.int64),
-        "steps": np.full(len(alive_ids), 12, dtype=np.int32), "fidelity_rank": rng.integers(1, 20, len(alive_ids)).astype(np.int32),
-    }))  # fmt: skip
+    for start in range(0, len(alive_ids), ICON_PART):  # parts of 128 icons, as the render stage writes them
+        ids = alive_ids[start : start + ICON_PART]
+        store.write_part("icons", f"part-{start // ICON_PART:05d}", table_from_rows("icons", {
+            "feature_id": ids, "image": [icons[int(i) % len(icons)] for i in ids],
+            "feature_scale": np.full(len(ids), 50.0), "seed": ids.astype(np.int64),
+            "steps": np.full(len(ids), 12, dtype=np.int32), "fidelity_rank": rng.integers(1, 20, len(ids)).astype(np.int32),
+        }))  # fmt: skip
     k = 5
     store.write_part("labels", "part-00000", table_from_rows("labels", {
         "feature_id": np.repeat(alive_ids, k), "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(alive_ids)),

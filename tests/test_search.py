@@ -211,3 +211,15 @@ def test_uploads_are_size_limited_and_decoded_safely():
     Image.new("RGB", (4, 4)).save(gif, format="GIF")
     with pytest.raises(AtlasError, match="not a readable"):
         decode_upload(gif.getvalue())  # only PNG, JPEG, WEBP
+
+
+def test_the_readme_sql_examples_answer_on_a_toy_atlas(toy):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```sql\n", 1)[1].split("```", 1)[0]
+    statements = [s.strip() for s in block.split(";") if s.strip()]
+    titles = [s.splitlines()[0] for s in statements]
+    for needed in ("most frequent", "co-occur", "fire together", "dead-feature share", "labels mention"):
+        assert any(needed in t for t in titles), needed
+    for title, statement in zip(titles, statements, strict=True):
+        rows = query(toy["store"], statement).num_rows
+        assert rows > 0 or "skipped" in title, title  # the toy atlas has no errors; everything else answers
