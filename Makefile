@@ -2,6 +2,7 @@
 #   make build   - set up .venv, then build the embedded default atlas into ./atlas-out (local Ray, CPU, no downloads)
 #   make test    - set up .venv, then run the test suite
 #   make view    - open ./atlas-out in the viewer on http://127.0.0.1:8501
+#   make chromium - install Debian's chromium for the browser test (tests/test_browser.py also does it, as root)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup build test view clean
+.PHONY: setup build test view chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ test: setup
 
 view: setup
 	$(BIN)/atlas view --atlas atlas-out
+
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 clean:
 	rm -rf atlas-out

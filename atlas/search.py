@@ -15,6 +15,7 @@ from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from atlas.errors import AtlasError
 from atlas.labels import VOCABULARY_FILE, VocabularyEmbeddings
@@ -95,7 +96,7 @@ class AtlasSearch:
         if not self.store.parts("labels"):
             return {}
         t = self.store.read_table("labels")
-        t = t.filter(pa.compute.equal(t.column("rank"), 1))
+        t = t.filter(pc.equal(t.column("rank"), 1))
         return dict(zip(t.column("feature_id").to_pylist(), t.column("word").to_pylist(), strict=True))
 
     @cached_property
@@ -146,7 +147,7 @@ class AtlasSearch:
         if direction is None:
             raise AtlasError(f"feature {feature_id} is not in the feature index")
         near = self._features_near(direction, k + 1)
-        return near.filter(pa.compute.not_equal(near.column("feature_id"), feature_id)).slice(0, k)
+        return near.filter(pc.not_equal(near.column("feature_id"), feature_id)).slice(0, k)
 
     def direction_of(self, feature_id: int) -> np.ndarray | None:
         """The feature's unit decoder direction (from the index), or None."""

@@ -346,3 +346,23 @@ def test_search_page_renders_without_a_query(app: AppTest) -> None:
     app.switch_page("pages/search.py").run()
     assert not _exceptions(app)
     assert app.text_input(key="search_text").value == ""
+
+
+def test_bench_view_writes_latencies_for_both_pages(tmp_path: Path) -> None:
+    """Tiny sizes: a 300-feature synthetic atlas, a real `streamlit run` server, 2 sessions (shape only)."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "bench", "view", "--features", "300", "--sessions", "2", "--requests", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "view.json").read_text())
+    assert result["features"] == 300 and set(result["latency_ms"]) == {"1 session", "2 sessions"}
+    for mode, n in (("1 session", 1), ("2 sessions", 2)):
+        for page in ("grid", "feature"):
+            stats = result["latency_ms"][mode][page]
+            assert stats["n"] == n and 0 < stats["p50"] <= stats["p95"]
+    assert result["baseline_health_ms"]["p50"] > 0
+    leftover = subprocess.run(["pgrep", "-f", "atlas-bench-view-"], capture_output=True, text=True).stdout.strip()
+    assert leftover == ""  # the server was stopped

@@ -64,14 +64,24 @@ _HASH = {AtlasStore: _store_key}
 
 @st.cache_resource(hash_funcs=_HASH, show_spinner=False)
 def _connection(store: AtlasStore) -> tuple[Any, threading.Lock]:
-    """The catalog connection and the lock that serialises its use across sessions (threads)."""
+    """The catalog connection, and a lock for making cursors from it across sessions (threads)."""
     return connect(store), threading.Lock()
 
 
-def _sql(store: AtlasStore, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+def _cursor(store: AtlasStore) -> Any:
+    """A cursor of the shared locked connection: its own DuckDB connection to the same in-memory database
+    (same views, same locked settings), so sessions query in parallel instead of queueing on one lock."""
     con, lock = _connection(store)
     with lock:
-        return con.execute(sql, list(params)).df()
+        return con.cursor()
+
+
+def _sql(store: AtlasStore, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+    cur = _cursor(store)
+    try:
+        return cur.execute(sql, list(params)).df()
+    finally:
+        cur.close()
 
 
 def _as_bytes(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -267,9 +277,11 @@ def run_sql(store: AtlasStore, sql: str, limit: int, timeout: float) -> pd.DataF
     """The SQL page: one read-only statement through `atlas.catalog` (refusals, row and time limits)."""
     from atlas.catalog import run_read_only
 
-    con, lock = _connection(store)
-    with lock:
-        return run_read_only(con, sql, limit, timeout).to_pandas()
+    cur = _cursor(store)
+    try:
+        return run_read_only(cur, sql, limit, timeout).to_pandas()
+    finally:
+        cur.close()
 
 
 @st.cache_resource(hash_funcs=_HASH, show_spinner="Loading the search models…")

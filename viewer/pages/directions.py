@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from viewer import data
+from viewer.tiles import feature_tiles
 
 store = data.current_store()
 st.title("Directions")
@@ -20,11 +21,9 @@ row = dirs[dirs["name"] == name].iloc[0]
 st.subheader(f"{row['positive']} − {row['negative']}")
 top = list(row["top_features"]) if row["top_features"] is not None else []
 tiles = data.features_by_id(store, tuple(int(t["feature_id"]) for t in top))
-cols = st.columns(6)
-for i, (tile, t) in enumerate(zip(tiles.itertuples(), top, strict=True)):
-    with cols[i % 6].container(border=True):
-        if tile.icon is not None:
-            st.image(tile.icon, width="stretch")
-        st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \ncos {t['cosine']:.3f}")
-        if st.button("Open", key=f"dir-{tile.feature_id}", width="stretch"):
-            st.switch_page("pages/feature.py", query_params={"feature": str(tile.feature_id)})
+feature_tiles(
+    tiles,
+    [f"cos {t['cosine']:.3f}" for t in top],
+    "dir",
+    lambda f: st.switch_page("pages/feature.py", query_params={"feature": str(f)}),
+)

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from viewer import data
+from viewer.tiles import feature_tiles
 
 store = data.current_store()
 n_features = data.feature_count(store)
@@ -76,22 +77,16 @@ else:
     st.image(list(top["thumbnail"]), caption=captions, width=128)
 
 
-def _feature_tiles(frame, scores, key: str) -> None:
-    cols = st.columns(6)
-    for i, (tile, score) in enumerate(zip(frame.itertuples(), scores, strict=True)):
-        with cols[i % 6].container(border=True):
-            if tile.icon is not None:
-                st.image(tile.icon, width="stretch")
-            st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \ncos {score:.3f}")
-            if st.button("Open", key=f"{key}-{tile.feature_id}", width="stretch"):
-                st.query_params["feature"] = str(tile.feature_id)
-                st.rerun()
+def _open(other: int) -> None:
+    st.query_params["feature"] = str(other)
+    st.rerun()
 
 
 st.subheader("Nearest features (decoder direction cosine)")
 if store.index_dir.joinpath("features.faiss").exists():
     near = data.search_call(store, "nearest_features", feature_id, 6).to_pandas()
-    _feature_tiles(data.features_by_id(store, tuple(int(f) for f in near["feature_id"])), near["score"], "near")
+    tiles = data.features_by_id(store, tuple(int(f) for f in near["feature_id"]))
+    feature_tiles(tiles, [f"cos {v:.3f}" for v in near["score"]], "near", _open)
 else:
     st.info("No feature index yet (run `atlas index`).")
 

@@ -8,6 +8,7 @@ import streamlit as st
 from atlas.errors import AtlasError
 from atlas.search import MAX_UPLOAD_BYTES, decode_upload
 from viewer import data
+from viewer.tiles import feature_tiles
 
 K = 12
 store = data.current_store()
@@ -20,14 +21,7 @@ def _open(feature_id: int) -> None:
 
 def _feature_results(hits, score_name: str, key: str) -> None:
     tiles = data.features_by_id(store, tuple(int(f) for f in hits["feature_id"]))
-    cols = st.columns(6)
-    for i, (tile, score) in enumerate(zip(tiles.itertuples(), hits[score_name], strict=True)):
-        with cols[i % 6].container(border=True):
-            if tile.icon is not None:
-                st.image(tile.icon, width="stretch")
-            st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \n{score_name} {score:.3f}")
-            if st.button("Open", key=f"{key}-{tile.feature_id}", width="stretch"):
-                _open(int(tile.feature_id))
+    feature_tiles(tiles, [f"{score_name} {v:.3f}" for v in hits[score_name]], key, _open)
 
 
 text_tab, image_tab = st.tabs(["Text", "Image"])

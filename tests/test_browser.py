@@ -1,0 +1,144 @@
+"""The viewer in a real browser: `atlas view` on a free loopback port, Chromium driven by Playwright opens
+every page of a toy-world atlas, searches for a word, opens a feature and saves screenshots.
+
+Set-up (done here): Debian's `chromium` (apt-get, when missing and allowed) and pip's `playwright` (the
+`dev` extra). Playwright never downloads a browser: it drives /usr/bin/chromium. Skips, saying why, when
+either cannot be had."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from toy_atlas import build_toy_atlas
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+def chromium_path() -> str:
+    """Debian's chromium, installed with apt-get if it is missing (skips the test if that cannot be done)."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip("chromium is not installed and cannot be installed here (needs apt-get as root): apt-get install -y chromium")
+    proc = subprocess.run(
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+        shell=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    found = shutil.which("chromium")
+    if proc.returncode != 0 or not found:
+        pytest.skip(f"could not install chromium with apt-get (exit {proc.returncode}): {proc.stderr.strip()[-200:]}")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the viewer exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the viewer did not answer on {url} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`atlas view` on a toy-world atlas, on a free loopback port; stopped (its whole process group) after."""
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra) to run the browser test")
+    chromium = chromium_path()
+    root = tmp_path_factory.mktemp("browser")
+    store = build_toy_atlas(root, n_images=300, epochs=10, l1=4.0)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "view", "--atlas", str(store.root), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield {"url": url, "chromium": chromium, "store": store, "shots": root / "screenshots"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _settle(page) -> None:
+    """Wait until the script run is over (Streamlit's running indicator is gone) and widgets have drawn."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=120_000)
+    page.wait_for_timeout(1500)
+
+
+def test_every_page_search_and_a_feature_in_chromium(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    shots: Path = server["shots"]
+    shots.mkdir(parents=True, exist_ok=True)
+    url = server["url"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=server["chromium"], args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            for path, heading in [("", "CLIP Feature Atlas"), ("grid", "Feature grid"), ("feature", "Feature "),
+                                  ("search", "Search"), ("directions", "Directions"), ("sql", "SQL")]:  # fmt: skip
+                page.goto(f"{url}/{path}")
+                expect(page.locator("h1").first).to_contain_text(heading, timeout=90_000)
+                _settle(page)
+                assert page.locator('[data-testid="stException"]').count() == 0, path
+                page.screenshot(path=str(shots / f"{path or 'home'}.png"), full_page=True)
+
+            page.goto(f"{url}/grid")
+            expect(page.get_by_text("features, page 1 of")).to_be_visible(timeout=90_000)
+            expect(page.get_by_role("button", name="Open").first).to_be_visible(timeout=60_000)
+
+            page.goto(f"{url}/search")
+            box = page.get_by_label("Words")
+            box.fill("red")
+            box.press("Enter")
+            expect(page.get_by_text("Features for “red”")).to_be_visible(timeout=120_000)
+            expect(page.get_by_role("button", name="Open").first).to_be_visible(timeout=60_000)
+            _settle(page)
+            page.screenshot(path=str(shots / "search-red.png"), full_page=True)
+
+            page.get_by_role("button", name="Open").first.click()
+            page.wait_for_url("**/feature?feature=*", timeout=60_000)
+            feature_id = page.url.rsplit("=", 1)[1]
+            expect(page.locator("h1").first).to_contain_text(f"Feature {feature_id}", timeout=60_000)
+            expect(page.get_by_text("Top images")).to_be_visible(timeout=60_000)
+            _settle(page)
+            page.screenshot(path=str(shots / f"feature-{feature_id}.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+    saved = sorted(p.name for p in shots.glob("*.png"))
+    assert len(saved) == 8 and all((shots / n).stat().st_size > 5000 for n in saved), saved
