@@ -92,7 +92,7 @@ def run_embed(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
             store.write_part("images", part, images)
             store.write_part("embeddings", part, embeddings)  # last: its presence marks the part finished
 
-        commit_parts(ds, dict((p, len(s)) for p, s in pending), commit, "embed", "img")
+        commit_parts(ds, dict((p, len(s)) for p, s in pending), commit, "embed", "img", key="source")
     return {
         "source": str(root),
         "parts": len(parts),

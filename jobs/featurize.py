@@ -56,7 +56,7 @@ def run_featurize(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
             store.write_part("activations", name, activations_table(pa.array([], pa.int64()), pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))))
             expected.pop(name)
         if expected:
-            commit_parts(ds, expected, commit, "featurize", "img")
+            commit_parts(ds, expected, commit, "featurize", "img", key="image_id")
 
     sae = load_sae(store.sae_dir)
     n_images = store.count_rows("embeddings")
