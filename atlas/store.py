@@ -72,7 +72,7 @@ class AtlasStore:
 
     @property
     def root(self) -> Path:
-        """The atlas as a local (or mounted) folder."""
+        """The atlas as a local (or mounted) folder (AtlasError for an object store)."""
         if self._root is None:
             raise AtlasError(
                 f"{self.uri}: this step needs the atlas on a local or mounted filesystem (SAE weights, FAISS "
@@ -241,7 +241,7 @@ class AtlasStore:
             with self.fs.open_output_stream(probe) as f:
                 f.write(b"")
             self.fs.delete_file(probe)
-        except OSError as e:
+        except (OSError, pa.ArrowException) as e:
             reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
             raise AtlasError(f"{self.uri}: cannot write the atlas here ({reason})") from None
 
@@ -281,10 +281,14 @@ class AtlasStore:
                 raw = f.read()
         except FileNotFoundError:
             return {"format_version": FORMAT_VERSION, "stages": {}}
-        except OSError as e:
-            if not self.is_atlas():
+        except (OSError, pa.ArrowException) as e:
+            try:
+                missing = not self.is_atlas()
+            except (OSError, pa.ArrowException):
+                missing = False
+            if missing:
                 return {"format_version": FORMAT_VERSION, "stages": {}}
-            raise AtlasError(f"{self.manifest_path}: unreadable manifest ({e})") from None
+            raise AtlasError(f"{self.uri}/{MANIFEST}: unreadable manifest ({str(e).splitlines()[0]})") from None
         try:
             data = json.loads(raw)
         except ValueError as e:

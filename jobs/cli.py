@@ -51,6 +51,7 @@ def _open_for_writing(out: Path) -> AtlasStore:
     store = AtlasStore(out)  # a local path, or a URI (file://, s3://, ...) through pyarrow filesystems
     store.manifest()  # refuses atlases of a newer format before anything is written
     store.ensure_writable()
+    store.root  # noqa: B018 - the SAE, indexes and catalog need a POSIX path: refuse an unmounted bucket now
     return store
 
 
