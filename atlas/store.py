@@ -202,7 +202,8 @@ class AtlasStore:
         is kept under a hidden `.retired` name that the manifest's snapshot then lists, and removed by
         `purge_retired` once the table's new parts are committed."""
         folder = self._path(TABLES[table].folder)
-        names = [str(p).rsplit("/", 1)[-1] for p in self.parts(table, prefix)]
+        every = [str(p).rsplit("/", 1)[-1] for p in self.parts(table)]
+        names = [n for n in every if n.startswith(prefix)]
         if not names:
             return 0
         for name in names:
@@ -216,7 +217,7 @@ class AtlasStore:
         def point_at_retired(m: dict[str, Any]) -> None:
             listed = m.setdefault("tables", {}).get(table)
             if listed is None:
-                listed = names
+                listed = every
             m["tables"][table] = [f".{n}.retired" if n in names else n for n in listed]
             m["tables_version"] = int(m.get("tables_version", 0)) + 1
 

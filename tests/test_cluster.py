@@ -11,6 +11,7 @@ process group by process group (never `ray stop`, which would stop other Ray ins
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -108,23 +109,26 @@ class LocalRayCluster:
                 time.sleep(0.5)
         raise TimeoutError(f"the Ray head did not answer within {STARTUP_S}s:\n{self.log('head')}")
 
-    def add_worker(self, name: str) -> None:
-        before = len(self.node_states())
-        self._start(name, [f"--address=127.0.0.1:{self.gcs_port}", "--num-cpus=2"])
-        self.wait_for(lambda: len(self.node_states()) > before, f"worker {name} to join")
+    def add_worker(self, name: str, attempts: int = 3) -> None:
+        """Start a worker node and wait until `ray start` reports it up. On a loaded machine a raylet can miss
+        `ray start`'s fixed 30 s registration window, and that node then exits: start it again."""
+        for attempt in range(attempts):
+            self._start(name, [f"--address=127.0.0.1:{self.gcs_port}", "--num-cpus=2"])
+            proc = self.nodes[name]
+            self.wait_for(lambda: proc.poll() is not None or "Ray runtime started" in self.log(name), f"worker {name} to start")
+            if proc.poll() is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        raise RuntimeError(f"worker {name} did not start in {attempts} attempts:\n{self.log(name)}")
 
     def kill(self, name: str) -> None:
         """The abrupt loss of a node: SIGKILL to its raylet, its workers and everything else it started."""
         os.killpg(self.nodes[name].pid, signal.SIGKILL)
         self.nodes[name].wait(timeout=30)
 
-    def node_states(self) -> list[str]:
-        """The state (ALIVE, DEAD) of every node that ever joined."""
-        with urllib.request.urlopen(f"{self.address}/api/v0/nodes?limit=100", timeout=10) as r:
-            return [n["state"] for n in json.load(r)["data"]["result"]["result"]]
-
     def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text()[-3000:]
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
 
     def wait_for(self, condition, what: str, timeout: float = STARTUP_S) -> None:
         deadline = time.monotonic() + timeout
