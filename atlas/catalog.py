@@ -17,11 +17,12 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
 from schemas import TABLES
-from schemas.views import view_sql
+from schemas.views import duckdb_type, view_sql
 
 
 def build_catalog(store: AtlasStore, dim: int) -> list[str]:
@@ -44,17 +45,40 @@ def build_catalog(store: AtlasStore, dim: int) -> list[str]:
 
 def connect(store: AtlasStore) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the catalog's views over this atlas (absolute paths), locked so that it
-    cannot reach files outside the atlas."""
+    cannot reach files outside the atlas. The views read the part files that the manifest lists as
+    committed when the connection opens: a consistent snapshot, even while a build rewrites a table."""
+    return connect_snapshot(store)[0]
+
+
+def connect_snapshot(store: AtlasStore) -> tuple[duckdb.DuckDBPyConnection, int]:
+    """`connect`, and the manifest's tables_version the views were built from (see `snapshot_changed`)."""
     if not store.catalog_path.exists():
         raise AtlasError(f"{store.root}: no catalog yet (run `atlas index --atlas {store.root}` or `atlas build`)")
-    dim = store.embedding_dim()
+    version, files = store.snapshot()
+    if not files["embeddings"]:
+        raise AtlasError(f"{store.root}: no embeddings yet (run `atlas embed` or `atlas build`)")
+    dim = pq.read_schema(files["embeddings"][0]).field("embedding").type.list_size
     con = duckdb.connect()
     for name, spec in TABLES.items():
-        con.execute(view_sql(name, spec.schema(dim), has_parts=bool(store.parts(name)), root=f"{store.root}/"))
+        con.execute(_snapshot_view_sql(name, spec.schema(dim), [str(f) for f in files[name]]))
     con.execute(f"SET allowed_directories = [{_literal(str(store.root) + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-    return con
+    return con, version
+
+
+def snapshot_changed(store: AtlasStore, version: int) -> bool:
+    """Whether the committed tables changed since a connection's snapshot was taken (then a query that
+    ran meanwhile may have read a file of the next snapshot: run it again)."""
+    return store.snapshot()[0] != version
+
+
+def _snapshot_view_sql(name: str, schema: pa.Schema, files: list[str]) -> str:
+    if not files:
+        return view_sql(name, schema, has_parts=False)
+    cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+    listed = ", ".join(_literal(f) for f in files)
+    return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM read_parquet([{listed}])"
 
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -63,12 +87,24 @@ DEFAULT_TIMEOUT_S = 30.0
 
 def query(store: AtlasStore, sql: str, limit: int = 1000, timeout: float = DEFAULT_TIMEOUT_S) -> pa.Table:
     """Run one read-only SQL statement over the atlas; at most `limit` rows come back, and a statement still
-    running after `timeout` seconds is stopped with an AtlasError that names the limit."""
-    con = connect(store)
-    try:
-        return run_read_only(con, sql, limit, timeout)
-    finally:
-        con.close()
+    running after `timeout` seconds is stopped with an AtlasError that names the limit. The statement sees
+    one committed snapshot of the tables: when a build committed new parts while it ran, it runs again."""
+    for attempt in range(_SNAPSHOT_ATTEMPTS):
+        con, version = connect_snapshot(store)
+        try:
+            result = run_read_only(con, sql, limit, timeout)
+        except AtlasError:
+            if attempt + 1 < _SNAPSHOT_ATTEMPTS and snapshot_changed(store, version):
+                continue  # a retired part it was reading was removed: take the new snapshot
+            raise
+        finally:
+            con.close()
+        if not snapshot_changed(store, version):
+            return result
+    raise AtlasError("SQL: the atlas kept changing under the query (a build is committing); try again")
+
+
+_SNAPSHOT_ATTEMPTS = 5
 
 
 def run_read_only(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 1000, timeout: float = DEFAULT_TIMEOUT_S) -> pa.Table:

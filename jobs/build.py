@@ -108,15 +108,45 @@ def _jsonable(value: Any) -> Any:
 
 def outputs_present(stage: Stage, store: AtlasStore) -> bool:
     tables_ok = all(store.parts(t, prefix) for t, prefix in stage.tables if prefix == "")
-    paths_ok = all((store.root / p).exists() for p in stage.paths)
+    paths_ok = all(store.exists(p) for p in stage.paths)
     return tables_ok and paths_ok
 
 
 def clear_outputs(stage: Stage, store: AtlasStore) -> None:
+    """Take a stage's old outputs away before it rewrites them. Table parts are retired, not deleted, so that
+    readers keep a consistent snapshot of the old tables until the new ones are committed."""
     for table, prefix in stage.tables:
-        store.remove_parts(table, prefix)
+        store.retire_parts(table, prefix)
     for p in stage.paths:
         store.remove_path(p)
+
+
+# A stage whose Ray work failed for a reason outside the project's code (a node or the object holding a
+# block lost) runs again, resuming from its committed parts, at most this many times in all.
+STAGE_ATTEMPTS = 3
+
+
+def _retryable(e: BaseException) -> bool:
+    import ray.exceptions
+
+    from jobs.cli_common import atlas_cause
+    from jobs.parts import IncompleteParts
+
+    if atlas_cause(e) is not None or isinstance(e, ray.exceptions.RayTaskError):
+        return False  # a user mistake or a bug in a task: running it again gives the same answer
+    return isinstance(e, (ray.exceptions.RayError, IncompleteParts))
+
+
+def _run_with_retries(name: str, run: Callable[[], dict[str, Any]], say: Callable[[str], None]) -> dict[str, Any]:
+    for attempt in range(1, STAGE_ATTEMPTS + 1):
+        try:
+            return run()
+        except Exception as e:
+            if attempt == STAGE_ATTEMPTS or not _retryable(e):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            say(f"{name:<10} attempt {attempt} failed ({type(e).__name__}: {first[:200]}); resuming from its committed parts")
+    raise AssertionError("unreachable")
 
 
 def run_stage(
@@ -131,16 +161,18 @@ def run_stage(
     if info.get("status") == "done" and info.get("fingerprint") == fp and outputs_present(stage, store):
         say(f"{name:<10} up to date, skipped")
         return False
+    preflight(name, cfg)  # a bad input stops here, before anything in the atlas changes
     if info.get("fingerprint") not in (None, fp):
         say(f"{name:<10} inputs changed since the last run: removing its old outputs")
         clear_outputs(stage, store)
 
     def mark_running(m: dict[str, Any]) -> None:
+        _record_build(m, cfg)
         m["stages"][name] = {"status": "running", "fingerprint": fp, "started": _now()}
 
     store.update_manifest(mark_running)
     t0 = time.perf_counter()
-    summary = run()
+    summary = _run_with_retries(name, run, say)
     seconds = time.perf_counter() - t0
 
     def mark_done(m: dict[str, Any]) -> None:
@@ -153,8 +185,11 @@ def run_stage(
             "seconds": round(seconds, 2),
             "summary": summary,
         }
+        store.record_tables(m, {t for t, _ in stage.tables})
 
     store.update_manifest(mark_done)
+    for table in {t for t, _ in stage.tables}:
+        store.purge_retired(table)
     say(f"{name:<10} done in {seconds:.1f}s: {_short(summary)}")
     return True
 
@@ -168,19 +203,29 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def preflight(name: str, cfg: AtlasConfig) -> None:
+    """Check what a stage reads from outside the atlas before the stage touches the atlas (raises AtlasError)."""
+    if name == "embed" and not cfg.data.source.startswith("builtin:"):
+        from atlas.images import list_image_folder
+        from jobs.embed import source_root
+
+        list_image_folder(source_root(cfg))
+
+
 def record_build(store: AtlasStore, cfg: AtlasConfig) -> None:
     """Store the config and the software versions in the manifest."""
+    store.update_manifest(lambda m: _record_build(m, cfg))
+
+
+def _record_build(m: dict[str, Any], cfg: AtlasConfig) -> None:
     import importlib.metadata as md
 
-    def change(m: dict[str, Any]) -> None:
-        m["config"] = cfg.model_dump(mode="json")
-        versions = {}
-        for pkg in ("clip-feature-atlas", "torch", "open_clip_torch", "diffusers", "ray", "pyarrow", "duckdb", "faiss-cpu"):
-            try:
-                versions[pkg] = md.version(pkg)
-            except md.PackageNotFoundError:
-                pass
-        m["versions"] = versions
-        m["models"] = {"clip": cfg.models.clip, "decoder": cfg.models.decoder}
-
-    store.update_manifest(change)
+    m["config"] = cfg.model_dump(mode="json")
+    versions = {}
+    for pkg in ("clip-feature-atlas", "torch", "open_clip_torch", "diffusers", "ray", "pyarrow", "duckdb", "faiss-cpu"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    m["versions"] = versions
+    m["models"] = {"clip": cfg.models.clip, "decoder": cfg.models.decoder}

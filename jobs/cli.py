@@ -48,24 +48,18 @@ def _runners() -> dict[str, Callable[[AtlasConfig, AtlasStore], dict[str, Any]]]
 
 
 def _open_for_writing(out: Path) -> AtlasStore:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise AtlasError(f"{out}: cannot write the atlas here ({e.strerror or e})") from None
-    store = AtlasStore(out)
+    store = AtlasStore(out)  # a local path, or a URI (file://, s3://, ...) through pyarrow filesystems
     store.manifest()  # refuses atlases of a newer format before anything is written
+    store.ensure_writable()
+    store.root  # noqa: B018 - the SAE, indexes and catalog need a POSIX path: refuse an unmounted bucket now
     return store
 
 
 def _run_stages(names: list[str], cfg: AtlasConfig, store: AtlasStore) -> int:
-    from jobs.build import record_build, run_stage
+    from jobs.build import run_stage
     from jobs.runtime import init_ray
 
-    runners = _runners()
-    record_build(store, cfg)
+    runners = _runners()  # the config and versions are recorded when a stage first runs (jobs.build)
     ran = 0
     ray_started = False
     for name in names:

@@ -111,7 +111,7 @@ def run_embed(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
             store.write_part("images", part, images)
             store.write_part("embeddings", part, embeddings)  # last: its presence marks the part finished
 
-        commit_parts(ds, {s.name: s.n_items for s in pending}, commit, "embed", "img")
+        commit_parts(ds, {s.name: s.n_items for s in pending}, commit, "embed", "img", key="source")
     return {
         "source": uri,
         "parts": len(shards),

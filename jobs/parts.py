@@ -17,6 +17,10 @@ import ray
 from tqdm import tqdm
 
 
+class IncompleteParts(RuntimeError):
+    """The stream ended before every row of some parts arrived (work was lost with a node): run again."""
+
+
 def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
@@ -32,25 +36,42 @@ def commit_parts(
     commit: Callable[[str, pa.Table], None],
     desc: str,
     unit: str,
+    key: str,
 ) -> int:
     """Consume `ds` (rows with a `part` column), calling `commit(part, rows)` as each part completes.
-    Returns the number of rows consumed."""
+
+    `key` names the column that identifies an item (image source, feature id): a row whose key already
+    arrived, or whose part is already committed, is dropped, so that work Ray runs twice (a task retried
+    after its node died, a block rebuilt from lineage) is committed exactly once. Returns the number of
+    rows committed."""
     buffers: dict[str, list[pa.Table]] = defaultdict(list)
-    counts: dict[str, int] = defaultdict(int)
+    seen: dict[str, set] = defaultdict(set)
+    committed: set[str] = set()
     done = 0
     with tqdm(total=sum(expected.values()), desc=desc, unit=unit, dynamic_ncols=True) as bar:
         for batch in _batches(ds):
             for part in pc.unique(batch.column("part")).to_pylist():
+                if part in committed or part not in expected:
+                    continue
                 rows = batch.filter(pc.equal(batch.column("part"), part))
+                got = seen[part]
+                fresh = []
+                for k in rows.column(key).to_pylist():
+                    fresh.append(k not in got)
+                    got.add(k)
+                if not all(fresh):
+                    rows = rows.filter(pa.array(fresh))
                 buffers[part].append(rows)
-                counts[part] += rows.num_rows
-                if counts[part] == expected[part]:
-                    commit(part, pa.concat_tables(buffers.pop(part)))
-            bar.update(batch.num_rows)
-            done += batch.num_rows
-    if buffers:
-        missing = {p: expected[p] - counts[p] for p in buffers}
-        raise RuntimeError(f"{desc}: parts did not complete (rows missing per part: {missing})")
+                bar.update(rows.num_rows)
+                if len(seen[part]) == expected[part]:
+                    # rows in key order: a part's file does not depend on the order its batches arrived in
+                    commit(part, pa.concat_tables(buffers.pop(part)).sort_by(key))
+                    committed.add(part)
+                    done += expected[part]
+                    del seen[part]
+    missing = {p: n - len(seen.get(p, ())) for p, n in expected.items() if p not in committed}
+    if missing:
+        raise IncompleteParts(f"{desc}: parts did not complete (rows missing per part: {missing})")
     return done
 
 

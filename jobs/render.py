@@ -82,7 +82,7 @@ def run_render(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
             )
             store.write_part("icons", part, icons)
 
-        commit_parts(ds, {p: len(f) for p, f in pending}, commit, "render", "icon")
+        commit_parts(ds, {p: len(f) for p, f in pending}, commit, "render", "icon", key="feature_id")
     return {
         "rows": {"icons": store.count_rows("icons")},
         "parts_resumed": len(parts) - len(pending),

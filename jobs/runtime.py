@@ -1,9 +1,12 @@
 """Ray start-up and resource choices shared by every job.
 
-`ray.init()` joins the cluster when the job runs under `ray job submit` (or RAY_ADDRESS is set); otherwise it
-starts a local Ray on this machine: the embedded default. Model-holding actors take `num_gpus=1` when the
-cluster has GPUs and the config allows CUDA, and a fraction of a CPU otherwise (on a 2-core machine,
-whole-CPU actors starve Ray Data's read tasks and the pipeline deadlocks).
+`init_ray` joins the cluster when the job runs under `ray job submit` (the job's driver gets RAY_ADDRESS) or
+RAY_ADDRESS is set; otherwise it starts a private local Ray on this machine (the embedded default), even when
+some other Ray instance runs here: a plain `ray.init()` would join whatever cluster `ray start` last recorded
+in /tmp/ray.
+
+Model-holding actors take `num_gpus=1` when the cluster has GPUs and the config allows CUDA, and a fraction of
+a CPU otherwise (on a 2-core machine, whole-CPU actors starve Ray Data's read tasks and the pipeline deadlocks).
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from atlas.config import AtlasConfig
 
 
 def init_ray() -> None:
+    """Connect to the cluster named by RAY_ADDRESS, or start a local Ray with this machine's CPUs."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(**kwargs)
+        ray.init(**kwargs)  # the address comes from the environment: a cluster, or the job's own
     else:
         # address="local": a new local Ray, never a cluster someone started on this machine with `ray start`
         ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)

@@ -1,0 +1,150 @@
+"""Bad input never corrupts an atlas: per-item problems (corrupt, truncated, zero-byte, non-image files, a
+decompression bomb) become `errors` rows while the good images are embedded; problems that stop the run (a
+missing source, an output folder that cannot be written, an atlas of a newer format, a broken manifest, a
+bad config) give one `error:` line and exit status 2, and leave an existing atlas byte-for-byte unchanged
+and readable. Everything goes through the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from atlas.store import AtlasStore
+from atlas.toyworld import write_world
+from schemas import FORMAT_VERSION
+
+N_GOOD = 12
+
+
+def atlas_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, message: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def checksums(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb: a few hundred bytes that
+    would decode to gigabytes)."""
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8  # after the signature: length (4), b"IHDR" (4), width (4), height (4), ...
+    assert data[ihdr + 4 : ihdr + 8] == b"IHDR"
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", width, height)
+    body = bytes(data[ihdr + 4 : ihdr + 8 + 13])
+    data[ihdr + 8 + 13 : ihdr + 8 + 17] = struct.pack(">I", zlib.crc32(body))
+    return bytes(data)
+
+
+BAD_FILES = {
+    "zero-bytes.png": (b"", "empty file"),
+    "corrupt.jpg": (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, "not a decodable image"),
+    "notes.jpg": (b"shopping list: eggs, milk\n" * 20, "not a decodable image"),
+    "bomb.png": (png_bomb(100_000, 100_000), "decompression bomb refused"),  # PIL's own limit
+    "large.png": (png_bomb(9_000, 9_000), "image too large (9000x9000 pixels > data.max_image_pixels"),
+}
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory) -> dict:
+    """An atlas embedded from a folder of good images and every kind of bad file."""
+    root = tmp_path_factory.mktemp("bad-input")
+    images = write_world(root / "world", N_GOOD, 32, seed=5)
+    for name, (data, _) in BAD_FILES.items():
+        (images / name).write_bytes(data)
+    good = sorted(images.glob("*.png"))[0].read_bytes()
+    (images / "truncated.png").write_bytes(good[: len(good) // 2])
+    cfg = root / "atlas.toml"
+    cfg.write_text(f'[data]\nsource = "{images}"\n[embed]\nbatch_size = 8\npart_size = 8\n')
+    out = root / "atlas"
+    proc = atlas_cli("embed", "--atlas", str(out), "--config", str(cfg))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {"out": out, "cfg": cfg, "root": root, "images": images}
+
+
+def test_bad_files_become_error_rows_and_good_images_are_embedded(atlas):
+    store = AtlasStore(atlas["out"])
+    errors = {r["source"]: r for r in store.read_table("errors").to_pylist()}
+    expected = {name: message for name, (_, message) in BAD_FILES.items()} | {"truncated.png": "not a decodable image"}
+    assert set(errors) == set(expected)
+    for name, message in expected.items():
+        assert errors[name]["stage"] == "embed" and message in errors[name]["error"], errors[name]
+        assert "\n" not in errors[name]["error"]
+    sources = store.read_table("images", ["source"]).column("source").to_pylist()
+    assert len(sources) == N_GOOD == len(set(sources)) and not set(sources) & set(expected)
+    assert store.count_rows("embeddings") == N_GOOD
+
+
+def _cases(atlas: dict, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    out = str(atlas["out"])
+    missing = tmp / "missing.toml"
+    missing.write_text(f'[data]\nsource = "{tmp / "no-such-folder"}"\n')
+    typo = tmp / "typo.toml"
+    typo.write_text(atlas["cfg"].read_text() + "[sae]\nexpansion = 4\n")
+    a_file = tmp / "a-file"
+    a_file.write_text("not a folder")
+    return {
+        "missing source": (["build", "--config", str(missing), "--out", out], "no such folder"),
+        "unknown config key": (["build", "--config", str(typo), "--out", out], "unknown key 'sae.expansion'"),
+        "output inside a file": (["build", "--config", str(atlas["cfg"]), "--out", f"{a_file}/atlas"], "cannot write the atlas here"),
+        "output is a file": (["embed", "--config", str(atlas["cfg"]), "--atlas", str(a_file)], "cannot write the atlas here"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing source", "unknown config key", "output inside a file", "output is a file"])
+def test_a_run_that_cannot_go_on_leaves_the_atlas_unchanged(atlas, tmp_path, case):
+    before = checksums(atlas["out"])
+    args, message = _cases(atlas, tmp_path)[case]
+    one_error_line(atlas_cli(*args), message)
+    assert checksums(atlas["out"]) == before
+    info = atlas_cli("info", "--atlas", str(atlas["out"]))
+    assert info.returncode == 0 and f"embeddings {N_GOOD}" in info.stdout
+
+
+@pytest.mark.parametrize("command", ["build", "embed", "info", "sql"])
+def test_an_atlas_of_a_newer_format_is_refused_and_left_alone(atlas, tmp_path, command):
+    newer = tmp_path / "newer"
+    shutil.copytree(atlas["out"], newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    before = checksums(newer)
+    args = {
+        "build": ["build", "--config", str(atlas["cfg"]), "--out", str(newer)],
+        "embed": ["embed", "--atlas", str(newer)],
+        "info": ["info", "--atlas", str(newer)],
+        "sql": ["sql", "--atlas", str(newer), "SELECT 1"],
+    }[command]
+    one_error_line(atlas_cli(*args), f"written by a newer atlas format (v{FORMAT_VERSION + 1})")
+    assert checksums(newer) == before
+
+
+def test_a_broken_manifest_is_one_line_and_nothing_is_written(atlas, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(atlas["out"], broken)
+    text = (broken / "manifest.json").read_text()
+    (broken / "manifest.json").write_text(text[: len(text) // 2])
+    before = checksums(broken)
+    one_error_line(atlas_cli("build", "--config", str(atlas["cfg"]), "--out", str(broken)), "unreadable manifest")
+    assert checksums(broken) == before
