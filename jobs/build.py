@@ -71,7 +71,7 @@ STAGES: dict[str, Stage] = {
             "index",
             ("embed", "train", "featurize", "render", "directions"),
             lambda c: {},
-            (),
+            (("labels", ""),),
             ("atlas.duckdb", "index"),
             "DuckDB catalog and FAISS indexes",
         ),

@@ -122,6 +122,7 @@ def sql(
     atlas: AtlasDir = Path("atlas-out"),
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
     limit: Annotated[int, typer.Option(help="at most this many rows")] = 1000,
+    timeout: Annotated[float, typer.Option(help="stop the query after this many seconds")] = 30.0,
 ) -> None:
     """Query the atlas with SQL (read-only)."""
     from atlas.catalog import query as run_query
@@ -129,7 +130,7 @@ def sql(
     if format not in ("table", "csv", "json"):
         raise AtlasError(f"--format {format!r}: use table, csv or json")
     store = existing_atlas(atlas)
-    result = run_query(store, query, limit=limit)
+    result = run_query(store, query, limit=limit, timeout=timeout)
     typer.echo(format_table(result, format))
 
 
@@ -204,7 +205,7 @@ def view(
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_path),
         "--server.headless", "true", "--server.address", address, "--server.port", str(port),
-        "--browser.gatherUsageStats", "false", "--", "--atlas", str(store.root),
+        "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "10", "--", "--atlas", str(store.root),
     ]  # fmt: skip
     typer.echo(f"serving {store.root} on http://{address}:{port}")
     raise typer.Exit(subprocess.call(cmd, env={**os.environ, "ATLAS_DIR": str(store.root)}))

@@ -52,11 +52,9 @@ def current_store() -> AtlasStore:
 
 
 def _store_key(store: AtlasStore) -> tuple[str, int]:
-    try:
-        mtime = store.catalog_path.stat().st_mtime_ns
-    except FileNotFoundError:
-        mtime = -1
-    return str(store.root), mtime
+    """Cached resources are per committed snapshot: a build that commits new parts bumps tables_version, so
+    the next page opens views over the new part files instead of the retired ones."""
+    return str(store.root), int(store.manifest().get("tables_version", 0))
 
 
 _HASH = {AtlasStore: _store_key}
