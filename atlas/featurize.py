@@ -128,28 +128,31 @@ class FeatureStats:
         if len(batch.cols) == 0:
             return
         cols = batch.cols.numpy()
-        vals = batch.vals.numpy().astype(np.float64)
+        vals = batch.vals.numpy()
         self.n_active += np.bincount(cols, minlength=n_features)
-        self.mass += np.bincount(cols, weights=vals, minlength=n_features)
-        np.maximum.at(self.max_value, cols, vals)
-        # the batch's own top k per feature: sort by (feature, value desc), keep the first k of each feature
-        by_value = torch.argsort(batch.vals, descending=True, stable=True)
-        order = by_value[torch.argsort(batch.cols[by_value], stable=True)]
-        c, v = batch.cols[order], batch.vals[order]
-        img = torch.from_numpy(np.array(image_ids_b, dtype=np.int64))[batch.rows[order]]
-        touched, group, counts = torch.unique_consecutive(c, return_inverse=True, return_counts=True)
-        rank = torch.arange(len(c)) - (torch.cumsum(counts, 0) - counts)[group]
+        self.mass += np.bincount(cols, weights=vals.astype(np.float64), minlength=n_features)
+        # sort by (feature, value desc): each feature's entries are contiguous, its largest first
+        order = np.lexsort((-vals, cols))
+        c, v = cols[order], vals[order]
+        img = np.asarray(image_ids_b, dtype=np.int64)[batch.rows.numpy()[order]]
+        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        touched = c[first]
+        self.max_value[touched] = np.maximum(self.max_value[touched], v[first])
+        group = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(c)]))
+        rank = np.arange(len(c)) - first[group]
         keep = rank < self.k
         cand_v = torch.zeros(self.k, len(touched))
         cand_i = torch.zeros(self.k, len(touched), dtype=torch.int64)
-        cand_v[rank[keep], group[keep]] = v[keep]
-        cand_i[rank[keep], group[keep]] = img[keep]
+        r, g = torch.from_numpy(rank[keep]), torch.from_numpy(group[keep])
+        cand_v[r, g] = torch.from_numpy(v[keep])
+        cand_i[r, g] = torch.from_numpy(img[keep])
         # merge with the running top k of just the touched features
-        all_v = torch.cat([self.top_values[:, touched], cand_v])
-        all_i = torch.cat([self.top_image_ids[:, touched], cand_i])
+        t = torch.from_numpy(touched)
+        all_v = torch.cat([self.top_values[:, t], cand_v])
+        all_i = torch.cat([self.top_image_ids[:, t], cand_i])
         best_v, pick = all_v.topk(self.k, dim=0)
-        self.top_values[:, touched] = best_v
-        self.top_image_ids[:, touched] = all_i.gather(0, pick)
+        self.top_values[:, t] = best_v
+        self.top_image_ids[:, t] = all_i.gather(0, pick)
 
     def merge(self, other: FeatureStats) -> FeatureStats:
         """This partial with `other` folded in (in place; returns self)."""
