@@ -31,15 +31,31 @@ def encode_dense(sae: SparseAutoencoder, x_bd: np.ndarray, device: torch.device)
     return a.float()
 
 
+@dataclass
+class SparseBatch:
+    """The non-zero activations of one batch: row (image index in the batch), feature, value; row-major."""
+
+    n_rows: int
+    rows: torch.Tensor  # int64 [nnz]
+    cols: torch.Tensor  # int64 [nnz]
+    vals: torch.Tensor  # float32 [nnz]
+
+    @classmethod
+    def from_dense(cls, a_bf: torch.Tensor) -> SparseBatch:
+        rows, cols = torch.nonzero(a_bf > 0, as_tuple=True)
+        return cls(a_bf.shape[0], rows.cpu(), cols.cpu(), a_bf[rows, cols].float().cpu())
+
+    def lists(self) -> tuple[pa.Array, pa.Array]:
+        """(feature_ids list<int32>, values list<float32>), one entry per row."""
+        counts = torch.bincount(self.rows, minlength=self.n_rows).numpy()
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        ids = pa.ListArray.from_arrays(offsets, pa.array(self.cols.numpy().astype(np.int32)))
+        return ids, pa.ListArray.from_arrays(offsets, pa.array(self.vals.numpy()))
+
+
 def sparse_rows(a_bf: torch.Tensor) -> tuple[pa.Array, pa.Array]:
     """Non-zero activations of each row: (feature_ids list<int32>, values list<float32>), one entry per row."""
-    rows, cols = torch.nonzero(a_bf > 0, as_tuple=True)
-    vals = a_bf[rows, cols].cpu().numpy().astype(np.float32)
-    counts = torch.bincount(rows, minlength=a_bf.shape[0]).cpu().numpy()
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(cols.cpu().numpy().astype(np.int32)))
-    values = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals))
-    return ids, values
+    return SparseBatch.from_dense(a_bf).lists()
 
 
 def encode_sparse(sae: SparseAutoencoder, x_bd: np.ndarray, device: torch.device) -> tuple[pa.Array, pa.Array]:
@@ -57,16 +73,17 @@ def activations_table(image_ids: pa.Array, feature_ids: pa.ListArray, values: pa
     )
 
 
-def dense_from_activations(table: pa.Table, n_features: int) -> tuple[np.ndarray, torch.Tensor]:
-    """(image_ids [B], activations [B, n_features]) back from an `activations` table slice (one part's
-    rows): how a resumed run folds finished parts into the statistics without encoding them again."""
+def sparse_from_activations(table: pa.Table) -> tuple[np.ndarray, SparseBatch]:
+    """(image_ids [B], SparseBatch) back from an `activations` table slice (one part's rows): how a resumed
+    run folds finished parts into the statistics without encoding them again."""
     img = table.column("image_id").to_numpy()
     ids, row = np.unique(img, return_inverse=True)
-    a = torch.zeros(len(ids), n_features)
-    a[torch.from_numpy(row), torch.from_numpy(table.column("feature_id").to_numpy().astype(np.int64))] = torch.from_numpy(
-        table.column("value").to_numpy()
+    return ids, SparseBatch(
+        len(ids),
+        torch.from_numpy(row.astype(np.int64)),
+        torch.from_numpy(table.column("feature_id").to_numpy().astype(np.int64)),
+        torch.from_numpy(table.column("value").to_numpy().astype(np.float32)),
     )
-    return ids, a
 
 
 @dataclass
@@ -99,19 +116,43 @@ class FeatureStats:
     def k(self) -> int:
         return self.top_values.shape[0]
 
-    @torch.inference_mode()
     def update(self, image_ids_b: np.ndarray, a_bf: torch.Tensor) -> None:
         """Fold in one batch of dense activations (on any device)."""
-        active = a_bf > 0
-        self.n_images += a_bf.shape[0]
-        self.n_active += active.sum(dim=0).cpu().numpy()
-        self.mass += a_bf.double().sum(dim=0).cpu().numpy()
-        if a_bf.shape[0]:
-            self.max_value = np.maximum(self.max_value, a_bf.amax(dim=0).double().cpu().numpy())
-        kb = min(self.k, a_bf.shape[0])
-        values, rows = a_bf.topk(kb, dim=0)  # [kb, F]: the batch's own top images per feature
-        ids = torch.from_numpy(np.array(image_ids_b, dtype=np.int64)).to(a_bf.device)[rows]
-        self._merge_top(values.float().cpu(), ids.cpu())
+        self.update_sparse(image_ids_b, SparseBatch.from_dense(a_bf))
+
+    @torch.inference_mode()
+    def update_sparse(self, image_ids_b: np.ndarray, batch: SparseBatch) -> None:
+        """Fold in one batch of non-zero activations: O(nnz + k * features touched), never O(B * n_features)."""
+        n_features = len(self.n_active)
+        self.n_images += batch.n_rows
+        if len(batch.cols) == 0:
+            return
+        cols = batch.cols.numpy()
+        vals = batch.vals.numpy()
+        self.n_active += np.bincount(cols, minlength=n_features)
+        self.mass += np.bincount(cols, weights=vals.astype(np.float64), minlength=n_features)
+        # sort by (feature, value desc): each feature's entries are contiguous, its largest first
+        order = np.lexsort((-vals, cols))
+        c, v = cols[order], vals[order]
+        img = np.asarray(image_ids_b, dtype=np.int64)[batch.rows.numpy()[order]]
+        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        touched = c[first]
+        self.max_value[touched] = np.maximum(self.max_value[touched], v[first])
+        group = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(c)]))
+        rank = np.arange(len(c)) - first[group]
+        keep = rank < self.k
+        cand_v = torch.zeros(self.k, len(touched))
+        cand_i = torch.zeros(self.k, len(touched), dtype=torch.int64)
+        r, g = torch.from_numpy(rank[keep]), torch.from_numpy(group[keep])
+        cand_v[r, g] = torch.from_numpy(v[keep])
+        cand_i[r, g] = torch.from_numpy(img[keep])
+        # merge with the running top k of just the touched features
+        t = torch.from_numpy(touched)
+        all_v = torch.cat([self.top_values[:, t], cand_v])
+        all_i = torch.cat([self.top_image_ids[:, t], cand_i])
+        best_v, pick = all_v.topk(self.k, dim=0)
+        self.top_values[:, t] = best_v
+        self.top_image_ids[:, t] = all_i.gather(0, pick)
 
     def merge(self, other: FeatureStats) -> FeatureStats:
         """This partial with `other` folded in (in place; returns self)."""
@@ -119,14 +160,11 @@ class FeatureStats:
         self.n_active += other.n_active
         self.mass += other.mass
         self.max_value = np.maximum(self.max_value, other.max_value)
-        self._merge_top(other.top_values, other.top_image_ids)
-        return self
-
-    def _merge_top(self, values_kf: torch.Tensor, ids_kf: torch.Tensor) -> None:
-        all_v = torch.cat([self.top_values, values_kf])
-        all_i = torch.cat([self.top_image_ids, ids_kf])
+        all_v = torch.cat([self.top_values, other.top_values])
+        all_i = torch.cat([self.top_image_ids, other.top_image_ids])
         self.top_values, pick = all_v.topk(self.k, dim=0)
         self.top_image_ids = all_i.gather(0, pick)
+        return self
 
     def features_table(self, decoder_norms_f: np.ndarray) -> pa.Table:
         """The `features` table: one row per SAE feature."""

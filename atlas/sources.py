@@ -63,7 +63,7 @@ def source_kind(uri: str) -> tuple[str, str]:
     fs, path = _fs(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise AtlasError(f"data.source = {uri!r}: no such file or folder")
+        raise AtlasError(f"data.source = {uri!r}: no such folder or file")
     if info.type == pafs.FileType.File:
         if path.endswith(".tar"):
             return "webdataset", uri
@@ -83,7 +83,7 @@ def _files(location: str, suffixes: tuple[str, ...], what: str) -> tuple[pafs.Fi
     fs, path = _fs(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise AtlasError(f"data.source = {location!r}: no such file or folder")
+        raise AtlasError(f"data.source = {location!r}: no such folder or file")
     if info.type == pafs.FileType.File:
         return fs, posixpath.dirname(path), [posixpath.basename(path)]
     found = sorted(

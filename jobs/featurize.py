@@ -21,7 +21,7 @@ from ray.util import ActorPool
 from tqdm import tqdm
 
 from atlas.config import AtlasConfig
-from atlas.featurize import FeatureStats, activations_table, dense_from_activations, encode_dense, sparse_rows
+from atlas.featurize import FeatureStats, SparseBatch, activations_table, encode_dense, sparse_from_activations
 from atlas.models.device import resolve_device
 from atlas.models.sae import load_sae
 from atlas.store import AtlasStore, vectors_to_numpy
@@ -42,10 +42,10 @@ class FeaturizeActor:
         """Featurize embeddings part `name` (or fold in its activations if already written); rows done."""
         if self.store.has_part("activations", name):
             table = pq.read_table(self.store.part_path("activations", name))
-            ids, a = dense_from_activations(table, self.sae.cfg.n_features)
+            ids, sparse = sparse_from_activations(table)
             # images with no active feature have no rows: they still count as images
             n_part = pq.ParquetFile(self.store.part_path("embeddings", name)).metadata.num_rows
-            self.stats.update(ids, a)
+            self.stats.update_sparse(ids, sparse)
             self.stats.n_images += n_part - len(ids)
             return n_part
         pieces = []
@@ -53,9 +53,9 @@ class FeaturizeActor:
         for rb in f.iter_batches(batch_size=self.batch_size, columns=["image_id", "embedding"]):
             ids = rb.column(0).to_numpy()
             a = encode_dense(self.sae, vectors_to_numpy(rb.column(1), self.sae.cfg.d_in), self.device)
-            self.stats.update(ids, a)
-            feature_ids, values = sparse_rows(a)
-            pieces.append(activations_table(rb.column(0), feature_ids, values))
+            sparse = SparseBatch.from_dense(a)
+            self.stats.update_sparse(ids, sparse)
+            pieces.append(activations_table(rb.column(0), *sparse.lists()))
         table = pa.concat_tables(pieces) if pieces else activations_table(
             pa.array([], pa.int64()), pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))
         )

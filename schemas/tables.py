@@ -60,9 +60,9 @@ TABLES: dict[str, TableSpec] = {
             "images",
             "One row per image that was embedded.",
             (
-                ("image_id", "int64", "stable 64-bit hash of the source URI (the same image keeps its id across runs)"),
-                ("source", "string", "where the image came from: a path relative to the source root, or a URI"),
-                ("caption", "string", "caption from the dataset (a sidecar .txt), or null"),
+                ("image_id", "int64", "stable 64-bit hash of the source key (the same image keeps its id across runs)"),
+                ("source", "string", "the source key: a path relative to the folder, <tar>/<key> (WebDataset), <file>#<row or key> (Parquet)"),
+                ("caption", "string", "caption from the dataset (sidecar .txt, WebDataset .txt/.json, Parquet caption column), or null"),
                 ("width", "int32", "width of the decoded image in pixels"),
                 ("height", "int32", "height of the decoded image in pixels"),
                 ("thumbnail", "binary", "small JPEG of the image for the viewer"),
@@ -94,8 +94,8 @@ TABLES: dict[str, TableSpec] = {
             (
                 ("step", "int64", "optimiser step"),
                 ("samples", "int64", "training samples seen"),
-                ("split", "string", "train (a running window) or holdout (the final evaluation)"),
-                ("loss", "float64", "mse + l1_coefficient * l1"),
+                ("split", "string", "train (a running window) or holdout (the final evaluation; for an imported SAE, all embeddings)"),
+                ("loss", "float64", "mse + l1_coefficient * l1 (relu); mse (topk, whose l1_coefficient is 0; AuxK is not logged)"),
                 ("mse", "float64", "mean over inputs of the squared reconstruction error, in input units"),
                 ("l1", "float64", "mean over inputs of sum_f activation_f * ||W_dec[f]||"),
                 ("l0", "float64", "mean number of non-zero activations per input"),

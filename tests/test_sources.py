@@ -169,3 +169,39 @@ def test_embed_resumes_after_a_crash_with_every_image_once(tmp_path, ray_local, 
     assert "not a decodable image" in reasons
     emb = store.read_table("embeddings").column("embedding").to_numpy(zero_copy_only=False)
     assert np.isfinite(np.stack(emb)).all()
+
+
+def test_production_clip_has_the_kandinsky_prior_encoder_shape():
+    """Kandinsky 2.2's prior image encoder: CLIPVisionModelWithProjection, hidden 1664, 48 layers, patch 14,
+    projection 1280 (NOTES.md). open_clip's ViT-bigG-14 has that shape, laion2b_s39b_b160k is its weights' tag,
+    and the production config names that pair."""
+    import tomllib
+
+    import open_clip
+
+    cfg = open_clip.get_model_config("ViT-bigG-14")
+    v = cfg["vision_cfg"]
+    assert (v["width"], v["layers"], v["patch_size"], cfg["embed_dim"]) == (1664, 48, 14, 1280)
+    assert "laion2b_s39b_b160k" in open_clip.list_pretrained_tags_by_model("ViT-bigG-14")
+    prod = tomllib.loads((Path(__file__).parents[1] / "jobs/configs/production.toml").read_text())
+    assert prod["models"]["clip"] == "open_clip:ViT-bigG-14/laion2b_s39b_b160k"
+
+
+def test_embeddings_are_stored_raw_as_the_model_returns_them():
+    """No L2 normalisation anywhere between the model and the embeddings table (the decoder takes raw embeds)."""
+    from atlas.embed import decode_items, embed_batch, split_outputs
+    from atlas.models.clip import clip_image_size, load_embedder
+    from atlas.sources import RawImage
+
+    embedder = load_embedder("builtin:toy-clip", "cpu")
+    size = clip_image_size("builtin:toy-clip")
+    batch = decode_items([RawImage(f"k{i}", _img(seed=i), None) for i in range(4)], size, 16, 10**8)
+    emb = embed_batch(embedder, batch)
+    direct = embedder.encode_pixels(batch["pixels"])
+    np.testing.assert_array_equal(emb, direct)
+    rows = pa.table({k: pa.array(list(batch[k]) if batch[k].dtype == object else batch[k]) for k in ("source", "image_id", "caption", "width", "height", "error", "thumbnail")})
+    rows = rows.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
+    _, embeddings, _ = split_outputs(rows, emb.shape[1])
+    stored = np.stack(embeddings.column("embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(stored, direct)
+    assert not np.allclose(np.linalg.norm(stored, axis=1), 1.0)
