@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
 from schemas import TABLES
-from schemas.views import duckdb_type, view_sql
+from schemas.views import view_sql
 
 
 def build_catalog(store: AtlasStore, dim: int) -> list[str]:
@@ -60,7 +60,7 @@ def connect_snapshot(store: AtlasStore) -> tuple[duckdb.DuckDBPyConnection, int]
     dim = pq.read_schema(files["embeddings"][0]).field("embedding").type.list_size
     con = duckdb.connect()
     for name, spec in TABLES.items():
-        con.execute(_snapshot_view_sql(name, spec.schema(dim), [str(f) for f in files[name]]))
+        con.execute(view_sql(name, spec.schema(dim), has_parts=False, files=[str(f) for f in files[name]]))
     con.execute(f"SET allowed_directories = [{_literal(str(store.root) + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -71,14 +71,6 @@ def snapshot_changed(store: AtlasStore, version: int) -> bool:
     """Whether the committed tables changed since a connection's snapshot was taken (then a query that
     ran meanwhile may have read a file of the next snapshot: run it again)."""
     return store.snapshot()[0] != version
-
-
-def _snapshot_view_sql(name: str, schema: pa.Schema, files: list[str]) -> str:
-    if not files:
-        return view_sql(name, schema, has_parts=False)
-    cols = ", ".join(f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
-    listed = ", ".join(_literal(f) for f in files)
-    return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM read_parquet([{listed}])"
 
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from atlas.catalog import build_catalog
+from atlas.featurize import FeatureStats, SparseBatch
 from atlas.store import AtlasStore, table_from_rows
 from atlas.vector_index import FEATURES, IMAGES, build_index
 
@@ -75,8 +77,6 @@ def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per
     store.write_part("activations", "part-00000", table_from_rows("activations", {
         "image_id": np.repeat(image_ids, per_image), "feature_id": feat.reshape(-1), "value": values.reshape(-1),
     }))  # fmt: skip
-    from atlas.featurize import top_images
-
     n_active = np.bincount(feat.reshape(-1), minlength=n_features)
     mass = np.bincount(feat.reshape(-1), weights=values.reshape(-1), minlength=n_features)
     maxv = np.zeros(n_features)
@@ -88,7 +88,10 @@ def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per
         "mean_activation": np.divide(mass, n_active, out=np.zeros(n_features), where=alive), "max_activation": maxv,
         "activation_mass": mass, "decoder_norm": rng.uniform(0.5, 1.5, n_features), "label": [None] * n_features,
     }))  # fmt: skip
-    store.write_part("top_images", "part-00000", top_images(store, 16))
+    stats = FeatureStats.empty(n_features, 16)
+    rows = torch.from_numpy(np.repeat(np.arange(n_images), per_image))
+    stats.update_sparse(image_ids, SparseBatch(n_images, rows, torch.from_numpy(feat.reshape(-1).astype(np.int64)), torch.from_numpy(values.reshape(-1))))
+    store.write_part("top_images", "part-00000", stats.top_images_table())
     alive_ids = np.flatnonzero(alive).astype(np.int32)
     icons = _pngs(256, 64, seed + 1)
     for start in range(0, len(alive_ids), ICON_PART):  # parts of 128 icons, as the render stage writes them
@@ -97,6 +100,8 @@ def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per
             "feature_id": ids, "image": [icons[int(i) % len(icons)] for i in ids],
             "feature_scale": np.full(len(ids), 50.0), "seed": ids.astype(np.int64),
             "steps": np.full(len(ids), 12, dtype=np.int32), "fidelity_rank": rng.integers(1, 20, len(ids)).astype(np.int32),
+            "template": ["gray"] * len(ids), "template_scale": np.full(len(ids), 0.2), "negative": ["zero"] * len(ids),
+            "keep_error": np.zeros(len(ids), dtype=bool), "guidance_scale": np.full(len(ids), 4.0), "size": np.full(len(ids), 512, dtype=np.int32),
         }))  # fmt: skip
     k = 5
     store.write_part("labels", "part-00000", table_from_rows("labels", {
@@ -150,14 +155,23 @@ def start_viewer(store: AtlasStore) -> tuple[subprocess.Popen, str]:
 
 
 def stop_viewer(proc: subprocess.Popen) -> None:
+    """Stop the whole process group (`atlas view` and its streamlit child) and wait until none is left."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
     except ProcessLookupError:
-        pass
+        return
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        pass
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # any member of the group still alive?
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 async def _render(ws, page: str, query: str) -> float:

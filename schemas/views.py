@@ -42,14 +42,18 @@ def duckdb_type(t: pa.DataType) -> str:
 FILLED_FROM = {("features", "label"): ("labels", "word", "feature_id", "rank = 1")}
 
 
-def view_sql(name: str, schema: pa.Schema, has_parts: bool, root: str = "") -> str:
-    """CREATE VIEW for one table, reading `<root><folder>/*.parquet` (root "" = relative to the atlas).
-    Vector columns are cast to fixed-size arrays so that `array_cosine_similarity` works; a table with no
-    parts yet is an empty view with the same columns."""
-    folder = root + TABLES[name].folder
+def view_sql(name: str, schema: pa.Schema, has_parts: bool, root: str = "", files: list[str] | None = None) -> str:
+    """CREATE VIEW for one table, reading `<root><folder>/*.parquet` (root "" = relative to the atlas), or
+    exactly the part `files` when given (a committed snapshot). Vector columns are cast to fixed-size arrays
+    so that `array_cosine_similarity` works; a table with no parts yet is an empty view with the same columns."""
+    if files is not None:
+        has_parts = bool(files)
     if has_parts:
-        glob = f"{folder}/*.parquet".replace("'", "''")
-        source = f"read_parquet('{glob}')"
+        if files is not None:
+            source = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
+        else:
+            glob = f"{root}{TABLES[name].folder}/*.parquet".replace("'", "''")
+            source = f"read_parquet('{glob}')"
         cols = [f'CAST(t."{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema]
     else:
         source = "(SELECT 1 WHERE false)"

@@ -11,9 +11,10 @@ import pyarrow as pa
 import torch
 
 from atlas.config import SAEConfigSection
-from atlas.embed import decode_batch, embed_batch, split_outputs
-from atlas.featurize import activations_table, encode_sparse, feature_statistics, top_images
+from atlas.embed import decode_items, embed_batch, split_outputs
+from atlas.featurize import FeatureStats, SparseBatch, activations_table, encode_dense
 from atlas.models.clip import load_embedder
+from atlas.sources import plan_shards, read_all
 from atlas.store import AtlasStore, table_from_rows
 from atlas.toyworld import write_world
 from atlas.train import train_sae
@@ -26,8 +27,8 @@ def build_toy_atlas(root: Path, n_images: int = 600, seed: int = 3, expansion: i
     images = write_world(root / "world", n_images, 32, seed=seed)
     store = AtlasStore(root / "atlas")
     embedder = load_embedder(CLIP, "cpu")
-    sources = sorted(p.name for p in images.glob("*.png"))
-    batch = decode_batch(sources, images, embedder.geometry.size, 64, 64_000_000)
+    items = list(read_all(str(images), plan_shards(str(images), n_images)))
+    batch = decode_items(items, embedder.geometry.size, 64, 64_000_000)
     emb = embed_batch(embedder, batch)
     rows = pa.table({k: pa.array(list(batch[k])) for k in ("source", "image_id", "caption", "width", "height", "thumbnail", "error")})
     rows = rows.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
@@ -49,10 +50,12 @@ def build_toy_atlas(root: Path, n_images: int = 600, seed: int = 3, expansion: i
     store.write_part("train_log", "part-00000", table_from_rows("train_log", {c: log.column(c) for c in log.column_names}))
 
     sae = result.sae.eval().cpu()
-    feature_ids, values = encode_sparse(sae, emb, torch.device("cpu"))
-    store.write_part("activations", "part-00000", activations_table(img_t.column("image_id").combine_chunks(), feature_ids, values))
-    store.write_part("features", "part-00000", feature_statistics(store, sae, len(ids)))
-    store.write_part("top_images", "part-00000", top_images(store, 8))
+    sparse = SparseBatch.from_dense(encode_dense(sae, emb, torch.device("cpu")))
+    store.write_part("activations", "part-00000", activations_table(img_t.column("image_id").combine_chunks(), *sparse.lists()))
+    stats = FeatureStats.empty(sae.cfg.n_features, 8)
+    stats.update_sparse(ids, sparse)
+    store.write_part("features", "part-00000", stats.features_table(sae.decoder_norms().detach().double().numpy()))
+    store.write_part("top_images", "part-00000", stats.top_images_table())
 
     def manifest(m: dict) -> None:
         m["models"] = {"clip": CLIP, "decoder": "builtin:random-decoder"}

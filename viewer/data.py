@@ -51,10 +51,14 @@ def current_store() -> AtlasStore:
     return store
 
 
-def _store_key(store: AtlasStore) -> tuple[str, int]:
-    """Cached resources are per committed snapshot: a build that commits new parts bumps tables_version, so
-    the next page opens views over the new part files instead of the retired ones."""
-    return str(store.root), int(store.manifest().get("tables_version", 0))
+def _store_key(store: AtlasStore) -> tuple[str, int, int]:
+    """Cached resources are per committed snapshot: a build that commits new parts bumps tables_version (and
+    the index stage rewrites atlas.duckdb), so the next page opens views over the new part files."""
+    try:
+        mtime = store.catalog_path.stat().st_mtime_ns
+    except FileNotFoundError:
+        mtime = -1
+    return str(store.root), int(store.manifest().get("tables_version", 0)), mtime
 
 
 _HASH = {AtlasStore: _store_key}
