@@ -120,9 +120,28 @@ def plan_shards(uri: str, part_size: int, limit: int = 0) -> list[Shard]:
         shards = []
         for i, p in enumerate(files):
             with fs.open_input_file(posixpath.join(base, p)) as f:
-                n = pq.ParquetFile(f).metadata.num_rows
+                pf = pq.ParquetFile(f)
+                _parquet_image_columns(p, pf.schema_arrow.names)
+                n = pf.metadata.num_rows
             shards.append(Shard(f"part-{i:05d}", json.dumps({"file": p, "skip_after": n}), n))
     return _limit(shards, limit) if kind != "folder" else shards
+
+
+def check_source(uri: str) -> None:
+    """Cheap checks before a run touches the atlas: the source exists and holds files of its kind, and a
+    Parquet source's first file has an image column (every file is checked again when the run plans)."""
+    kind, location = source_kind(uri)
+    suffixes, what = {
+        "folder": (IMAGE_EXTENSIONS, "images (jpg, png, webp)"),
+        "webdataset": ((".tar",), "WebDataset shards (.tar)"),
+        "parquet": ((".parquet",), "Parquet files"),
+    }[kind]
+    fs, base, files = _files(location, suffixes, what)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        with fs.open_input_file(posixpath.join(base, files[0])) as f:
+            _parquet_image_columns(files[0], pq.ParquetFile(f).schema_arrow.names)
 
 
 def _limit(shards: list[Shard], limit: int) -> list[Shard]:
@@ -211,6 +230,18 @@ def _read_wds(location: str, spec: dict) -> Iterator[RawImage]:
             yield RawImage(source, tar.extractfile(img).read(), caption)
 
 
+def _parquet_image_columns(name: str, cols: list[str]) -> tuple[str | None, str | None]:
+    """(image bytes column, image path column) of a Parquet source file; AtlasError when it has neither."""
+    image_col = next((c for c in PARQUET_IMAGE_COLUMNS if c in cols), None)
+    path_col = next((c for c in PARQUET_PATH_COLUMNS if c in cols), None)
+    if image_col is None and path_col is None:
+        raise AtlasError(
+            f"{name}: no image column (bytes in one of {', '.join(PARQUET_IMAGE_COLUMNS)}, "
+            f"or paths in one of {', '.join(PARQUET_PATH_COLUMNS)})"
+        )
+    return image_col, path_col
+
+
 def _read_parquet(location: str, spec: dict) -> Iterator[RawImage]:
     import pyarrow.parquet as pq
 
@@ -219,13 +250,7 @@ def _read_parquet(location: str, spec: dict) -> Iterator[RawImage]:
     with fs.open_input_file(posixpath.join(base, name)) as f:
         pf = pq.ParquetFile(f)
         cols = pf.schema_arrow.names
-        image_col = next((c for c in PARQUET_IMAGE_COLUMNS if c in cols), None)
-        path_col = next((c for c in PARQUET_PATH_COLUMNS if c in cols), None)
-        if image_col is None and path_col is None:
-            raise AtlasError(
-                f"{name}: no image column (bytes in one of {', '.join(PARQUET_IMAGE_COLUMNS)}, "
-                f"or paths in one of {', '.join(PARQUET_PATH_COLUMNS)})"
-            )
+        image_col, path_col = _parquet_image_columns(name, cols)
         caption_col = next((c for c in PARQUET_CAPTION_COLUMNS if c in cols), None)
         key_col = "key" if "key" in cols else None
         wanted = [c for c in (image_col, path_col, caption_col, key_col) if c]

@@ -206,10 +206,10 @@ def _now() -> str:
 def preflight(name: str, cfg: AtlasConfig) -> None:
     """Check what a stage reads from outside the atlas before the stage touches the atlas (raises AtlasError)."""
     if name == "embed" and not cfg.data.source.startswith("builtin:"):
-        from atlas.images import list_image_folder
-        from jobs.embed import source_root
+        from atlas.sources import check_source
+        from jobs.embed import source_uri
 
-        list_image_folder(source_root(cfg))
+        check_source(source_uri(cfg))
 
 
 def record_build(store: AtlasStore, cfg: AtlasConfig) -> None:

@@ -148,3 +148,28 @@ def test_a_broken_manifest_is_one_line_and_nothing_is_written(atlas, tmp_path):
     before = checksums(broken)
     one_error_line(atlas_cli("build", "--config", str(atlas["cfg"]), "--out", str(broken)), "unreadable manifest")
     assert checksums(broken) == before
+
+
+def test_a_parquet_source_without_an_image_column_is_one_line_and_the_atlas_is_unchanged(atlas, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"url": ["http://example.com/a.jpg"], "caption": ["a cat"]}), tmp_path / "meta.parquet")
+    cfg = tmp_path / "parquet.toml"
+    cfg.write_text(f'[data]\nsource = "parquet:{tmp_path / "meta.parquet"}"\n')
+    before = checksums(atlas["out"])
+    one_error_line(atlas_cli("embed", "--config", str(cfg), "--atlas", str(atlas["out"])), "meta.parquet: no image column")
+    assert checksums(atlas["out"]) == before
+
+
+def test_an_imported_sae_of_the_wrong_width_is_one_line_and_the_atlas_is_unchanged(atlas, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    d_in, n = 8, 16  # the toy CLIP's embeddings are 64-d
+    sae = tmp_path / "sae.safetensors"
+    save_file({"encoder.weight": torch.randn(n, d_in), "encoder.bias": torch.zeros(n),
+               "decoder.weight": torch.randn(d_in, n), "decoder.bias": torch.zeros(d_in)}, str(sae))  # fmt: skip
+    before = checksums(atlas["out"])
+    one_error_line(atlas_cli("import-sae", str(sae), "--atlas", str(atlas["out"])), "8-d inputs")
+    assert checksums(atlas["out"]) == before

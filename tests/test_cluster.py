@@ -35,7 +35,8 @@ from atlas.toyworld import write_world
 pytestmark = pytest.mark.cluster
 
 BIN = Path(sys.executable).parent
-N_IMAGES = 120
+N_IMAGES = 240
+EMBED_PART = 4  # many small parts: embed commits over seconds, so a node can be killed while parts are in flight
 STARTUP_S = 90
 JOB_S = 420
 # The head notices a dead node after about period x threshold; the defaults (3 s x 5 after a 5 s delay) only
@@ -207,8 +208,8 @@ source = "{images}"
 [compute]
 device = "cpu"
 [embed]
-batch_size = 8
-part_size = 12
+batch_size = 4
+part_size = {EMBED_PART}
 [sae]
 expansion_factor = 2
 epochs = 3
@@ -318,7 +319,7 @@ def test_submitted_build_writes_a_complete_atlas(reference):
 def test_losing_a_worker_node_in_embed_and_in_render(cluster, config, reference, tmp_path):
     out = tmp_path / "atlas"
     job = cluster.submit(*build_command(config, str(out)))
-    n_embed = expected_parts(N_IMAGES, 12)
+    n_embed = expected_parts(N_IMAGES, EMBED_PART)
 
     cluster.wait_for(lambda: 1 <= parts_done(out, "embeddings") < n_embed, "embed to be midway", JOB_S)
     cluster.kill("worker-1")
