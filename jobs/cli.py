@@ -169,7 +169,10 @@ def _summary(store: AtlasStore) -> str:
     models = m.get("models", {})
     if models:
         lines.append(f"  models: clip {models.get('clip')}, decoder {models.get('decoder')}")
-    for name, s in stages.items():
+    from jobs.build import STAGES
+
+    for name in sorted(stages, key=lambda n: list(STAGES).index(n) if n in STAGES else len(STAGES)):
+        s = stages[name]
         lines.append(f"  {name:<10} {s.get('status', '?'):<8} {s.get('seconds', 0):>7.1f}s")
     from schemas import TABLES
 
