@@ -9,12 +9,10 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from atlas.errors import AtlasError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -23,22 +21,6 @@ def image_id_for(source: str) -> int:
     """A stable signed 64-bit id from the source string (a path relative to the source root, or a URI)."""
     digest = hashlib.blake2b(source.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
-
-
-def list_image_folder(root: Path) -> list[str]:
-    """Paths (relative to `root`, sorted) of every jpg/png/webp below `root`, recursively."""
-    if not root.exists():
-        raise AtlasError(f"data.source = {str(root)!r}: no such folder")
-    if not root.is_dir():
-        raise AtlasError(f"data.source = {str(root)!r}: not a folder")
-    found = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    )
-    if not found:
-        raise AtlasError(f"data.source = {str(root)!r}: no images (jpg, png, webp) in this folder")
-    return found
 
 
 @dataclass(slots=True)
@@ -96,12 +78,3 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("RGB")
-
-
-def read_caption(image_path: Path) -> str | None:
-    """The caption in a sidecar `<stem>.txt` next to the image, if any."""
-    txt = image_path.with_suffix(".txt")
-    try:
-        return txt.read_text(encoding="utf-8", errors="replace").strip() or None
-    except OSError:
-        return None

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from atlas.errors import AtlasError
-from atlas.images import decode_image, image_id_for, list_image_folder
+from atlas.images import decode_image, image_id_for
 from atlas.store import AtlasStore, table_from_rows
 from schemas import FORMAT_VERSION
 
@@ -59,17 +59,21 @@ def test_decompression_bomb_is_refused_before_decoding():
         decode_image(big, 16, 8, max_pixels=1_000_000)
 
 
-def test_list_image_folder_errors(tmp_path):
+def test_image_folder_source_errors_and_listing(tmp_path):
+    import json
+
+    from atlas.sources import check_source, plan_shards
+
     with pytest.raises(AtlasError, match="no such folder"):
-        list_image_folder(tmp_path / "missing")
+        check_source(f"folder:{tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(AtlasError, match="no images"):
-        list_image_folder(tmp_path / "empty")
+        check_source(f"folder:{tmp_path / 'empty'}")
     (tmp_path / "d" / "sub").mkdir(parents=True)
     for name in ("b.PNG", "sub/a.jpg", "sub/c.webp", "x.gif"):
         (tmp_path / "d" / name).write_bytes(b"x")
-    assert list_image_folder(tmp_path / "d") == ["b.PNG", "sub/a.jpg", "sub/c.webp"]
+    assert json.loads(plan_shards(str(tmp_path / "d"), 100)[0].spec) == ["b.PNG", "sub/a.jpg", "sub/c.webp"]
 
 
 def test_image_ids_are_stable_and_distinct():
