@@ -42,7 +42,7 @@ class WorldConfig(_Section):
 
 class ModelsConfig(_Section):
     clip: str = Field("builtin:toy-clip", description="open_clip:<arch>/<pretrained>, a local model dir, or builtin:*")
-    decoder: str = Field("builtin:random-decoder", description="a diffusers model id or local dir, or builtin:*")
+    decoder: str = Field("builtin:toy-decoder", description="a diffusers model id or local dir, or builtin:*")
 
 
 class ComputeConfig(_Section):
@@ -60,7 +60,7 @@ class EmbedConfig(_Section):
 class SAEConfigSection(_Section):
     kind: Literal["relu", "topk"] = Field("relu", description="relu (ReLU + decoder-norm-weighted L1) or topk (+ AuxK)")
     expansion_factor: int = Field(4, ge=1, description="n_features = expansion_factor * embedding width")
-    l1_coefficient: float = Field(1.0, ge=0, description="weight of the L1 penalty (relu only)")
+    l1_coefficient: float = Field(0.2, ge=0, description="weight of the L1 penalty (relu only)")
     k: int = Field(8, ge=1, description="active features per input (topk only)")
     aux_k: int = Field(0, ge=0, description="dead features the AuxK loss may use per input (topk only; 0 = d_in / 2)")
     aux_coefficient: float = Field(1 / 32, ge=0, description="weight of the AuxK loss against dead features (topk only)")
@@ -96,7 +96,7 @@ class RenderConfig(_Section):
     negative: Literal["zero", "template"] = Field("zero", description="negative embedding: CLIP of an all-zeros image, or the template")
     keep_error: bool = Field(False, description="add the template's SAE reconstruction error back")
     steps: int = Field(12, ge=1, le=1000)
-    guidance_scale: float = Field(4.0, ge=1)
+    guidance_scale: float = Field(1.5, ge=1)
     size: int = Field(32, ge=16, le=2048, description="icon side in pixels (rounded up to a multiple of 64 by Kandinsky)")
     seed: int = Field(0, ge=0, description="the icon of feature f uses seed + f")
     half_precision: bool = Field(True, description="fp16 decoder weights on a GPU (always float32 on a CPU)")

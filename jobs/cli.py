@@ -145,6 +145,11 @@ def evaluate(atlas: AtlasDir = Path("atlas-out")) -> None:
     typer.echo(format_table(result["table"].drop_columns(["n_images"]), "table"))
     by_factor = ", ".join(f"{f} {v:.0%}" for f, v in result["captured_by_factor"].items())
     typer.echo(f"\nfactor values captured by a feature (AUROC >= 0.95): {result['captured']:.0%} ({by_factor})")
+    if result["captured_of_decodable"] is not None:
+        typer.echo(
+            f"values a linear probe on the embeddings decodes (AUROC >= 0.95): {result['decodable']:.0%}; "
+            f"captured by a feature among those: {result['captured_of_decodable']:.0%}"
+        )
     fid = result["icon_fidelity"]
     if fid:
         typer.echo(f"icon fidelity over {fid['icons']} icons: rank 1 {fid['rank1']:.1%}, top 5 {fid['top5']:.1%}")
@@ -239,15 +244,18 @@ def toy_train_clip(
 def toy_train_decoder(
     clip: Annotated[Path, typer.Option("--clip", help="the toy CLIP folder")] = Path("atlas/toyworld/weights/toy-clip"),
     out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path("atlas/toyworld/weights/toy-decoder"),
-    steps: int = 2400,
+    steps: int = 6000,
     batch_size: int = 64,
     n_train: int = 40_000,
+    max_minutes: Annotated[float, typer.Option(help="stop training after this many minutes (0 = run all steps)")] = 0.0,
+    lr: float = 5e-4,
+    init: Annotated[Path | None, typer.Option(help="go on training from this toy-decoder folder instead of from scratch")] = None,
     device: str = "auto",
 ) -> None:
     """Train the toy decoder on the toy CLIP's image embeddings."""
     from jobs.toy import run_train_decoder
 
-    metrics = run_train_decoder(clip, out, steps, batch_size, n_train, device)
+    metrics = run_train_decoder(clip, out, steps, batch_size, n_train, device, max_minutes, lr, init)
     typer.echo(f"wrote {out}: re-embedded accuracy {json.dumps(metrics['reembedded_accuracy'])}")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from atlas.catalog import build_catalog
 from atlas.config import AtlasConfig
-from atlas.evaluation import evaluate_factors
+from atlas.evaluation import CAPTURED_AUROC, evaluate_factors
 from atlas.icons import icon_fidelity
 from atlas.models.sae import load_sae
 from atlas.store import AtlasStore
@@ -26,6 +26,13 @@ def run_eval(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     per_factor = {
         f: float(np.mean([c for c, g in zip(captured, factors, strict=True) if g == f])) for f in dict.fromkeys(factors)
     }
-    summary = {"captured": float(captured.mean()), "captured_by_factor": per_factor, "icon_fidelity": icon_fidelity(store)}
+    decodable = table.column("probe_auroc").to_numpy() >= CAPTURED_AUROC
+    summary = {
+        "captured": float(captured.mean()),
+        "captured_by_factor": per_factor,
+        "decodable": float(decodable.mean()),
+        "captured_of_decodable": float(captured[decodable].mean()) if decodable.any() else None,
+        "icon_fidelity": icon_fidelity(store),
+    }
     store.update_manifest(lambda m: m.__setitem__("evaluation", summary))
     return {"table": table, **summary}

@@ -30,15 +30,26 @@ class RenderActor:
         self.icons = IconRenderer(embedder, renderer, sae, rc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        fids = batch["feature_id"].astype(np.int64)
-        images, ranks = self.icons.render(fids)
+        # One row is one chunk of one part: a pipeline call always draws the same features together, so a
+        # resumed render draws exactly the icons an uninterrupted one would (batched arithmetic rounds
+        # differently with other batch-mates).
+        parts, chunks = [], []
+        for part, ids in zip(batch["part"], batch["feature_ids"], strict=True):
+            chunks.append(np.asarray(ids, dtype=np.int64))
+            parts += [part] * len(chunks[-1])
+        fids = np.concatenate(chunks)
+        images, ranks = [], []
+        for ids in chunks:
+            drawn, r = self.icons.render(ids, batch_size=len(ids))
+            images += drawn
+            ranks.append(r)
         return pa.table(
             {
-                "part": batch["part"],
+                "part": parts,
                 "feature_id": fids.astype(np.int32),
                 "image": pa.array([png_bytes(im) for im in images], pa.binary()),
                 "seed": np.asarray(self.icons.seeds(fids), dtype=np.int64),
-                "fidelity_rank": ranks,
+                "fidelity_rank": np.concatenate(ranks),
             }
         )
 
@@ -52,10 +63,10 @@ def run_render(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     parts = chunk(alive, rc.part_size)
     pending = [(p, f) for p, f in parts if not store.has_part("icons", p)]
     if pending:
-        items = [{"feature_id": f, "part": p} for p, fids in pending for f in fids]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(200, len(items) // rc.batch_size))).map_batches(
+        items = [{"part": p, "feature_ids": fids[i : i + rc.batch_size]} for p, fids in pending for i in range(0, len(fids), rc.batch_size)]
+        ds = ray.data.from_items(items, override_num_blocks=min(200, len(items))).map_batches(
             RenderActor,
-            batch_size=rc.batch_size,
+            batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=cfg.compute.num_actors),
             fn_constructor_kwargs={
                 "clip_spec": cfg.models.clip,

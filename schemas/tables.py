@@ -194,6 +194,7 @@ TABLES: dict[str, TableSpec] = {
                 ("best_feature_id", "int32", "the feature whose activation best predicts the value"),
                 ("auroc", "float64", "that feature's AUROC at predicting the value (0.5 = chance)"),
                 ("captured", "bool", "auroc >= 0.95"),
+                ("probe_auroc", "float64", "held-out AUROC of a logistic-regression probe on the embeddings: how linearly the embedding encodes the value, a ceiling for any single feature"),
             ),
         ),
     )

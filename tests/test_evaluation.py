@@ -1,6 +1,6 @@
 import numpy as np
 
-from atlas.evaluation import auroc_matrix
+from atlas.evaluation import auroc_matrix, probe_auroc
 
 
 def _auroc_by_pairs(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -27,3 +27,15 @@ def test_auroc_extremes():
     scores = np.array([[3.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
     np.testing.assert_allclose(auroc_matrix(scores, positive), [1.0, 0.5])
     assert np.isnan(auroc_matrix(scores, np.zeros(4, dtype=bool))).all()
+
+
+def test_probe_auroc_sees_linear_codes_and_not_others():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 6))
+    test = np.arange(600) % 3 == 0
+    linear = x[:, 0] - 0.5 * x[:, 3] > 0.2
+    xor = (x[:, 1] > 0) ^ (x[:, 2] > 0)  # encoded, but not linearly
+    assert probe_auroc(x, linear, test) > 0.98
+    assert abs(probe_auroc(x, xor, test) - 0.5) < 0.1
+    assert abs(probe_auroc(x, rng.random(600) < 0.3, test) - 0.5) < 0.1
+    assert np.isnan(probe_auroc(x, np.zeros(600, dtype=bool), test))

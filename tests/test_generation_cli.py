@@ -17,6 +17,7 @@ from atlas.builtin import SHIPPED
 from atlas.generation import GenerationSession, concepts_strip, interpolate_strip, steer
 from atlas.store import AtlasStore
 from atlas.toyworld import write_world
+from atlas.toyworld.decoder_model import GUIDANCE
 from atlas.toyworld.world import Scene, read_labels
 from jobs.cli import app
 
@@ -224,7 +225,7 @@ def test_red_minus_blue_turns_a_blue_object_red_and_removing_its_colour_concept_
     cfg = session.cfg
     session = GenerationSession(
         store, cfg.model_copy(update={"models": cfg.models.model_copy(update={"decoder": "builtin:toy-decoder"}),
-                                      "render": cfg.render.model_copy(update={"steps": 25, "guidance_scale": 3.0})}),
+                                      "render": cfg.render.model_copy(update={"steps": 25, "guidance_scale": GUIDANCE})}),
         device="cpu",
     )  # fmt: skip
     blue = [r for r in atlas["ids"] if atlas["labels"][r["source"]]["colour"] == "blue"]

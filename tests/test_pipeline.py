@@ -189,6 +189,10 @@ def test_eval_scores_the_atlas_against_the_toy_world_labels(built):
     assert {r["factor"] for r in rows} == {"shape", "colour", "pattern", "background", "size", "count", "position"}
     assert len(rows) >= 6 + 8 + 3 + 4 + 2 + 2 + 3 - 3  # a small sample may miss a rare value or two
     assert all(0.5 <= r["auroc"] <= 1.0 for r in rows)  # the best feature is never worse than chance
+    probes = {(r["factor"], r["value"]): r["probe_auroc"] for r in sql(built["out"], "SELECT * FROM evaluation")}
+    # The toy CLIP encodes the background (a flat colour) linearly: a probe separates it.
+    assert np.nanmedian([v for (f, _), v in probes.items() if f == "background"]) >= 0.95
+    assert "values a linear probe on the embeddings decodes" in proc.stdout
 
 
 def test_info_reports_the_stages(built):

@@ -14,7 +14,7 @@ from atlas.builtin import SHIPPED
 from atlas.models.clip import load_embedder
 from atlas.models.renderer import load_renderer
 from atlas.toyworld.clip_model import train_toy_clip, zero_shot_accuracy
-from atlas.toyworld.decoder_model import new_toy_decoder, save_toy_decoder, train_toy_decoder
+from atlas.toyworld.decoder_model import GUIDANCE, new_toy_decoder, save_toy_decoder, train_toy_decoder
 from atlas.toyworld.world import FACTOR_VALUES, FACTORS, render_array, scenes, write_world
 
 
@@ -86,7 +86,7 @@ def test_committed_toy_decoder_keeps_colour_and_red_minus_blue_turns_blue_red():
     renderer = load_renderer("builtin:toy-decoder", "cpu")
     zero = embedder.zero_embedding()
     held_out = scenes(48, 77)
-    images = renderer.render(embedder.encode_pixels(render_array(held_out)), zero, list(range(48)), 25, 3.0, 32)
+    images = renderer.render(embedder.encode_pixels(render_array(held_out)), zero, list(range(48)), 25, GUIDANCE, 32)
     acc = zero_shot_accuracy(embedder, held_out, np.stack([np.asarray(im) for im in images]))
     card = json.loads((SHIPPED / "toy-decoder" / "metrics.json").read_text())["reembedded_accuracy"]
     assert acc["colour"] >= card["colour"] - 0.15
@@ -96,7 +96,7 @@ def test_committed_toy_decoder_keeps_colour_and_red_minus_blue_turns_blue_red():
     direction = contrastive_direction(embedder, prompt_pairs("red", "blue", cfg))
     for scene in blue:
         strip = direction_strip(embedder.encode_pixels(render_array([scene]))[0], direction, [0.0, STEER_SCALE])
-        rendered = renderer.render(strip, zero, [7, 7], 25, 3.0, 32)
+        rendered = renderer.render(strip, zero, [7, 7], 25, GUIDANCE, 32)
         colours = [_colour_of(im) for im in rendered]
         assert colours == ["blue", "red"], (scene.background, colours)
 

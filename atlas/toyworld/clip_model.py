@@ -3,6 +3,7 @@ trained contrastively on toy-world image/caption pairs, and its zero-shot evalua
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ def train_toy_clip(
     lr: float = 1e-3,
     seed: int = 0,
     device: str = "cpu",
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = functools.partial(print, flush=True),
 ) -> ClipTrainResult:
     """Train the toy CLIP from scratch and save it to `out_dir` (open_clip folder format, fp16 weights)."""
     import open_clip
