@@ -210,6 +210,18 @@ def preflight(name: str, cfg: AtlasConfig) -> None:
         from jobs.embed import source_uri
 
         check_source(source_uri(cfg))
+    check_builtin_models([name], cfg)
+
+
+def check_builtin_models(names: list[str], cfg: AtlasConfig) -> None:
+    """Refuse an unknown built-in model, or one whose shipped weights are missing, that these stages load:
+    checked for all the stages of a build before the first one runs, not when an actor fails to start."""
+    from atlas.builtin import builtin_model_dir
+
+    models = {"embed": [cfg.models.clip], "render": [cfg.models.clip, cfg.models.decoder], "directions": [cfg.models.clip]}
+    for spec in {spec for name in names for spec in models.get(name, [])}:
+        if spec.startswith("builtin:"):
+            builtin_model_dir(spec)
 
 
 def record_build(store: AtlasStore, cfg: AtlasConfig) -> None:

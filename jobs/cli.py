@@ -56,9 +56,10 @@ def _open_for_writing(out: Path) -> AtlasStore:
 
 
 def _run_stages(names: list[str], cfg: AtlasConfig, store: AtlasStore) -> int:
-    from jobs.build import run_stage
+    from jobs.build import check_builtin_models, run_stage
     from jobs.runtime import init_ray
 
+    check_builtin_models(names, cfg)
     runners = _runners()  # the config and versions are recorded when a stage first runs (jobs.build)
     ran = 0
     ray_started = False

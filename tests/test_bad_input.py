@@ -104,7 +104,10 @@ def _cases(atlas: dict, tmp: Path) -> dict[str, tuple[list[str], str]]:
     typo.write_text(atlas["cfg"].read_text() + "[sae]\nexpansion = 4\n")
     a_file = tmp / "a-file"
     a_file.write_text("not a folder")
+    no_decoder = tmp / "no-decoder.toml"
+    no_decoder.write_text(atlas["cfg"].read_text() + '[models]\ndecoder = "builtin:no-such-decoder"\n')
     return {
+        "unknown decoder": (["build", "--config", str(no_decoder), "--out", out], "unknown built-in model 'builtin:no-such-decoder'"),
         "missing source": (["build", "--config", str(missing), "--out", out], "no such folder"),
         "unknown config key": (["build", "--config", str(typo), "--out", out], "unknown key 'sae.expansion'"),
         "output inside a file": (["build", "--config", str(atlas["cfg"]), "--out", f"{a_file}/atlas"], "cannot write the atlas here"),
@@ -112,7 +115,7 @@ def _cases(atlas: dict, tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["missing source", "unknown config key", "output inside a file", "output is a file"])
+@pytest.mark.parametrize("case", ["missing source", "unknown config key", "unknown decoder", "output inside a file", "output is a file"])
 def test_a_run_that_cannot_go_on_leaves_the_atlas_unchanged(atlas, tmp_path, case):
     before = checksums(atlas["out"])
     args, message = _cases(atlas, tmp_path)[case]
