@@ -76,7 +76,7 @@ def test_committed_toy_clip_keeps_its_reported_accuracy():
 
 
 @pytest.mark.skipif(not (SHIPPED / "toy-decoder").is_dir(), reason="toy weights not trained yet")
-def test_committed_toy_decoder_keeps_colour_and_red_minus_blue_turns_blue_red():
+def test_committed_toy_decoder_keeps_its_accuracy_and_red_minus_blue_turns_blue_red():
     from atlas.config import DirectionsConfig
     from atlas.directions import contrastive_direction, prompt_pairs
     from atlas.steering import direction_strip
@@ -89,7 +89,9 @@ def test_committed_toy_decoder_keeps_colour_and_red_minus_blue_turns_blue_red():
     images = renderer.render(embedder.encode_pixels(render_array(held_out)), zero, list(range(48)), 25, GUIDANCE, 32)
     acc = zero_shot_accuracy(embedder, held_out, np.stack([np.asarray(im) for im in images]))
     card = json.loads((SHIPPED / "toy-decoder" / "metrics.json").read_text())["reembedded_accuracy"]
-    assert acc["colour"] >= card["colour"] - 0.15
+    for factor in FACTORS:  # 48 scenes against the card's 240: a few points of sampling noise either way
+        assert acc[factor] >= card[factor] - 0.15, (factor, acc[factor], card[factor])
+    assert acc["colour"] >= 0.9
 
     blue = [Scene("circle", "blue", "plain", bg, "big", "one", "middle", ((0.5, 0.5),)) for bg in ("gray", "sand")]
     cfg = DirectionsConfig(mediums=["small", "big"], subjects=["circle", "square", "star"], template="a {medium} {word} {subject}")
