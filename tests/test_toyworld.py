@@ -56,6 +56,8 @@ def test_toy_decoder_training_code_runs_and_round_trips(tmp_path):
     result = train_toy_decoder(pipe, render_array(sample), emb, np.ones(8, np.float32), steps=2, batch_size=8, log=lambda _: None)
     assert np.isfinite(result.final_loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, pipe.unet.parameters(), strict=True))
+    limited = train_toy_decoder(pipe, render_array(sample), emb, np.ones(8, np.float32), steps=10_000, batch_size=8, log=lambda _: None, max_seconds=1.0)
+    assert 1 <= limited.steps < 10_000  # the time limit, not the step count, ended it
     save_toy_decoder(pipe, tmp_path / "dec")
     renderer = load_renderer(str(tmp_path / "dec"), "cpu")
     one = renderer.render(emb[:2], np.ones(8, np.float32), [1, 2], steps=3, guidance_scale=3.0, size=32)

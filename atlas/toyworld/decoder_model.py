@@ -150,11 +150,12 @@ def train_toy_decoder(
     max_seconds: float = 0.0,
 ) -> DecoderTrainResult:
     """Train `pipe.unet` in place (its weights end as the EMA of training) on images and their embeddings,
-    for `steps` steps or until `max_seconds` have passed (0 = no time limit). Dropped conditions are replaced
+    for `steps` steps or until `max_seconds` have passed (0 = no time limit; the learning-rate schedule ends
+    with whichever comes first). Dropped conditions are replaced
     by `zero_embedding`, the negative used for guidance at sampling time. `evaluate(pipe, step)` sees the EMA
     weights every `eval_every` steps."""
     dev = torch.device(device)
-    unet = pipe.unet.to(dev).train()
+    unet = pipe.unet.to(dev).train().requires_grad_(True)  # a trained pipeline holds its frozen EMA copy
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     sched = pipe.scheduler
     alphas = sched.alphas_cumprod.to(dev)
@@ -168,10 +169,13 @@ def train_toy_decoder(
     t0 = time.perf_counter()
     loss_value, done = float("nan"), 0
     for step in range(steps):
-        if max_seconds and time.perf_counter() - t0 > max_seconds:
+        elapsed = time.perf_counter() - t0
+        if max_seconds and elapsed > max_seconds:
             log(f"time limit reached after {step} steps")
             break
-        lr_now = lr * min(1.0, (step + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * step / steps))  # cosine to 10%
+        # Warm-up, then cosine to 10% over the steps or the time limit, whichever runs out first.
+        progress = max(step / steps, elapsed / max_seconds if max_seconds else 0.0)
+        lr_now = lr * min(1.0, (step + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr_now
         idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
