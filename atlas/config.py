@@ -35,7 +35,7 @@ class DataConfig(_Section):
 class WorldConfig(_Section):
     """The generated image set used when data.source = builtin:shapes."""
 
-    n_images: int = Field(2000, ge=1)
+    n_images: int = Field(4000, ge=1)
     image_size: int = Field(32, ge=16, le=256)
     seed: int = 0
 
