@@ -7,7 +7,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from atlas.builtin import SHIPPED
@@ -65,19 +64,14 @@ def test_toy_decoder_training_code_runs_and_round_trips(tmp_path):
     assert np.abs(np.asarray(one[1], dtype=int) - np.asarray(two[0], dtype=int)).max() <= 1  # per-image seeds
 
 
-shipped = pytest.mark.skipif(not (SHIPPED / "toy-clip").is_dir(), reason="toy weights not trained yet")
-
-
-@shipped
 def test_committed_toy_clip_keeps_its_reported_accuracy():
     card = json.loads((SHIPPED / "toy-clip" / "metrics.json").read_text())["zero_shot_accuracy"]
     acc = zero_shot_accuracy(load_embedder("builtin:toy-clip", "cpu"), scenes(300, 99))
-    assert acc["colour"] >= 0.9  # shape is below the 0.9 target (0.85 reported): see the model card
+    assert acc["colour"] >= 0.9 and acc["shape"] >= 0.88  # the issue asks for 0.9 on both; the card reports 0.938 on 1,000 scenes
     for factor in FACTORS:
         assert acc[factor] >= card[factor] - 0.06, (factor, acc[factor], card[factor])
 
 
-@pytest.mark.skipif(not (SHIPPED / "toy-decoder").is_dir(), reason="toy weights not trained yet")
 def test_committed_toy_decoder_keeps_its_accuracy_and_red_minus_blue_turns_blue_red():
     from atlas.config import DirectionsConfig
     from atlas.directions import contrastive_direction, prompt_pairs
@@ -105,7 +99,7 @@ def test_committed_toy_decoder_keeps_its_accuracy_and_red_minus_blue_turns_blue_
         assert colours == ["blue", "red"], (scene.background, colours)
 
 
-STEER_SCALE = 1.0
+STEER_SCALE = 1.0  # x the embedding norm: blue, purple at 0.5, red from ~0.75 (four scenes checked by eye and by this test)
 
 
 def _colour_of(img) -> str:
