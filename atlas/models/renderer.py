@@ -75,10 +75,10 @@ class Renderer:
 
     def latent_shape(self, size: int) -> tuple[int, int, int]:
         """(channels, height, width) of the pipeline's starting noise for `size`-pixel images."""
+        if hasattr(self.pipe, "latent_shape"):  # the toy decoder: its latents are folded pixels
+            return self.pipe.latent_shape(size, size)
         channels = int(self.pipe.unet.config.in_channels)
-        movq = getattr(self.pipe, "movq", None)
-        if movq is None:  # a pixel-space pipeline (the toy decoder)
-            return channels, size, size
+        movq = self.pipe.movq
         factor = 2 ** (len(movq.config.block_out_channels) - 1)
         side = -(-size // factor**2) * factor  # Kandinsky rounds the latent side up to a multiple of the factor
         return channels, side, side

@@ -50,6 +50,11 @@ class ToyDecoderPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(channels, h, w) of the starting noise for `height` x `width` images: the pixels folded space-to-depth."""
+        fold = _fold(self.unet)
+        return 3 * fold * fold, height // fold, width // fold
+
     @torch.no_grad()
     def __call__(
         self,
@@ -70,7 +75,7 @@ class ToyDecoderPipeline(DiffusionPipeline):
         pos = _condition(image_embeds.to(device, torch.float32)).repeat_interleave(num_images_per_prompt, 0)
         neg = _condition(negative_image_embeds.to(device, torch.float32)).repeat_interleave(num_images_per_prompt, 0)
         n, fold = pos.shape[0], _fold(self.unet)
-        shape = (n, 3 * fold * fold, height // fold, width // fold)
+        shape = (n, *self.latent_shape(height, width))
         x = latents if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         x = x * self.scheduler.init_noise_sigma
