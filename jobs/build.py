@@ -210,7 +210,6 @@ def preflight(name: str, cfg: AtlasConfig) -> None:
         from jobs.embed import source_uri
 
         check_source(source_uri(cfg))
-    check_builtin_models([name], cfg)
 
 
 def check_builtin_models(names: list[str], cfg: AtlasConfig) -> None:
