@@ -99,7 +99,9 @@ def query(store: AtlasStore, sql: str, limit: int = 1000, timeout: float = DEFAU
 _SNAPSHOT_ATTEMPTS = 5
 
 
-def run_read_only(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 1000, timeout: float = DEFAULT_TIMEOUT_S) -> pa.Table:
+def run_read_only(
+    con: duckdb.DuckDBPyConnection, sql: str, limit: int = 1000, timeout: float = DEFAULT_TIMEOUT_S
+) -> pa.Table:
     """`query` on a connection from `connect` (the viewer keeps one open); the caller serialises its use."""
     if limit < 1:
         raise AtlasError(f"SQL: the row limit must be at least 1 (got {limit})")
@@ -123,10 +125,14 @@ def run_read_only(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 1000, t
             raise AtlasError("SQL: the statement returned no rows")
         return rel.limit(limit).to_arrow_table()
     except duckdb.InterruptException:
-        raise AtlasError(f"SQL: stopped at the time limit of {timeout:g} s (simplify the query or add a LIMIT)") from None
+        raise AtlasError(
+            f"SQL: stopped at the time limit of {timeout:g} s (simplify the query or add a LIMIT)"
+        ) from None
     except duckdb.Error as e:
         if "interrupt" in str(e).lower() and not timer.is_alive():
-            raise AtlasError(f"SQL: stopped at the time limit of {timeout:g} s (simplify the query or add a LIMIT)") from None
+            raise AtlasError(
+                f"SQL: stopped at the time limit of {timeout:g} s (simplify the query or add a LIMIT)"
+            ) from None
         raise AtlasError(f"SQL: {_first_line(e)}") from None
     finally:
         timer.cancel()

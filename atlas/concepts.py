@@ -39,12 +39,16 @@ def largest_valid_k(shares_by_k: dict[int, np.ndarray], min_share: float) -> int
     return max(valid, default=1)
 
 
-def spherical_kmeans(directions_fd: np.ndarray, weights_f: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> np.ndarray:
+def spherical_kmeans(
+    directions_fd: np.ndarray, weights_f: np.ndarray, k: int, seed: int = 0, niter: int = 25
+) -> np.ndarray:
     """Cluster of each unit direction under activation-weighted spherical k-means (FAISS)."""
     x = np.ascontiguousarray(directions_fd, dtype=np.float32)
     if k == 1:
         return np.zeros(len(x), dtype=np.int64)
-    km = faiss.Kmeans(x.shape[1], k, spherical=True, niter=niter, nredo=3, seed=seed, verbose=False, min_points_per_centroid=1)
+    km = faiss.Kmeans(
+        x.shape[1], k, spherical=True, niter=niter, nredo=3, seed=seed, verbose=False, min_points_per_centroid=1
+    )
     km.train(x, weights=np.ascontiguousarray(weights_f, dtype=np.float32))
     return np.argmax(x @ km.centroids.T, axis=1).astype(np.int64)
 
@@ -98,7 +102,9 @@ def image_concepts(
         members, member_acts = members[order], member_acts[order]
         top = int(members[0])
         label = (labels or {}).get(top) or f"feature {top}"
-        concepts.append(Concept(0, tuple(int(f) for f in members), tuple(float(a) for a in member_acts), float(shares[c]), label))
+        concepts.append(
+            Concept(0, tuple(int(f) for f in members), tuple(float(a) for a in member_acts), float(shares[c]), label)
+        )
     concepts.sort(key=lambda c: -c.mass_share)
     return [Concept(i, c.feature_ids, c.activations, c.mass_share, c.label) for i, c in enumerate(concepts)]
 
@@ -110,7 +116,9 @@ def concept_strip(
     return group_scale_strip(sae, embedding, list(concept.feature_ids), scales, keep_error)
 
 
-def without_concepts(sae: SparseAutoencoder, embedding: np.ndarray, concepts: list[Concept], keep_error: bool = True) -> np.ndarray:
+def without_concepts(
+    sae: SparseAutoencoder, embedding: np.ndarray, concepts: list[Concept], keep_error: bool = True
+) -> np.ndarray:
     """[1 + len(concepts), d]: the embedding unchanged, then with each concept removed in turn."""
     rows = [np.asarray(embedding, np.float32)]
     for c in concepts:

@@ -63,7 +63,9 @@ class SAEConfigSection(_Section):
     l1_coefficient: float = Field(0.2, ge=0, description="weight of the L1 penalty (relu only)")
     k: int = Field(8, ge=1, description="active features per input (topk only)")
     aux_k: int = Field(0, ge=0, description="dead features the AuxK loss may use per input (topk only; 0 = d_in / 2)")
-    aux_coefficient: float = Field(1 / 32, ge=0, description="weight of the AuxK loss against dead features (topk only)")
+    aux_coefficient: float = Field(
+        1 / 32, ge=0, description="weight of the AuxK loss against dead features (topk only)"
+    )
     lr: float = Field(3e-3, gt=0, description="peak Adam learning rate")
     warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up, then cosine decay to 10%")
     batch_size: int = Field(128, ge=1, description="training rows per optimiser step")
@@ -79,7 +81,9 @@ class SAEConfigSection(_Section):
 class FeaturizeConfig(_Section):
     batch_size: int = Field(256, ge=1, description="embeddings per SAE forward")
     top_k: int = Field(16, ge=1, description="top images stored per feature")
-    histogram_bins: int = Field(20, ge=2, le=200, description="bins of the histogram of log10(feature frequency) over features")
+    histogram_bins: int = Field(
+        20, ge=2, le=200, description="bins of the histogram of log10(feature frequency) over features"
+    )
 
 
 class RenderConfig(_Section):
@@ -87,17 +91,25 @@ class RenderConfig(_Section):
 
     template: str = Field("gray", description="template image file, or gray (a flat mid-gray image)")
     template_prompt: str = Field(
-        "", description="if set, the template is this prompt's CLIP text embedding (rescaled to an image embedding's norm) instead of an image"
+        "",
+        description="if set, the template is this prompt's CLIP text embedding (rescaled to an image embedding's norm) instead of an image",
     )
     template_scale: float = Field(0.2, ge=0, le=1, description="all template activations are multiplied by this (1/5)")
     feature_scale: float = Field(
-        5.0, gt=0, le=10_000, description="the target feature is set to this activation (20-150 for Kandinsky 2.2 with a 81,920-feature SAE)"
+        5.0,
+        gt=0,
+        le=10_000,
+        description="the target feature is set to this activation (20-150 for Kandinsky 2.2 with a 81,920-feature SAE)",
     )
-    negative: Literal["zero", "template"] = Field("zero", description="negative embedding: CLIP of an all-zeros image, or the template")
+    negative: Literal["zero", "template"] = Field(
+        "zero", description="negative embedding: CLIP of an all-zeros image, or the template"
+    )
     keep_error: bool = Field(False, description="add the template's SAE reconstruction error back")
     steps: int = Field(12, ge=1, le=1000)
     guidance_scale: float = Field(1.5, ge=1)
-    size: int = Field(32, ge=16, le=2048, description="icon side in pixels (rounded up to a multiple of 64 by Kandinsky)")
+    size: int = Field(
+        32, ge=16, le=2048, description="icon side in pixels (rounded up to a multiple of 64 by Kandinsky)"
+    )
     seed: int = Field(0, ge=0, description="the icon of feature f uses seed + f")
     half_precision: bool = Field(True, description="fp16 decoder weights on a GPU (always float32 on a CPU)")
     batch_size: int = Field(16, ge=1, description="icons per pipeline call")

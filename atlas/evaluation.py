@@ -21,8 +21,8 @@ import torch
 
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore, table_from_rows, vectors_to_numpy
-from atlas.train import holdout_mask
 from atlas.toyworld.world import FACTORS, read_labels
+from atlas.train import holdout_mask
 
 CAPTURED_AUROC = 0.95
 PROBE_TEST_FRACTION = 0.3
@@ -86,7 +86,9 @@ def evaluate_factors(store: AtlasStore, image_root: Path, n_features: int) -> pa
     """The `evaluation` table: best feature and AUROC for every factor value present in the labels."""
     labels_path = image_root / "labels.csv"
     if not labels_path.exists():
-        raise AtlasError(f"{image_root}: no ground-truth labels.csv next to the images (atlas eval needs toy-world data)")
+        raise AtlasError(
+            f"{image_root}: no ground-truth labels.csv next to the images (atlas eval needs toy-world data)"
+        )
     labels = read_labels(image_root)
     images = store.read_table("images", ["image_id", "source"])
     sources = images.column("source").to_pylist()
@@ -113,4 +115,3 @@ def evaluate_factors(store: AtlasStore, image_root: Path, n_features: int) -> pa
             out["captured"].append(bool(auc[best] >= CAPTURED_AUROC))
             out["probe_auroc"].append(probe_auroc(embeddings, truth == value, test))
     return table_from_rows("evaluation", out)
-

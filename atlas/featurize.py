@@ -207,7 +207,11 @@ class FeatureStats:
         alive = freq > 0
         lo = math.floor(math.log10(1 / max(self.n_images, 1)))
         counts, edges = np.histogram(np.log10(freq[alive]), bins=bins, range=(lo, 0.0))
-        return {"log10_frequency_edges": edges.round(4).tolist(), "counts": counts.tolist(), "dead": int((~alive).sum())}
+        return {
+            "log10_frequency_edges": edges.round(4).tolist(),
+            "counts": counts.tolist(),
+            "dead": int((~alive).sum()),
+        }
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays (what a Ray actor hands back to the driver)."""

@@ -67,7 +67,9 @@ class GenerationSession:
         self.store = store
         if config is None:
             recorded = store.manifest().get("config")
-            config = config_from_dict(recorded, f"{store.manifest_path} (recorded config)") if recorded else AtlasConfig()
+            config = (
+                config_from_dict(recorded, f"{store.manifest_path} (recorded config)") if recorded else AtlasConfig()
+            )
         self.cfg = config
         self.device = device
 
@@ -190,7 +192,9 @@ class GenerationSession:
         for i in range(0, len(embeddings), rc.batch_size):
             chunk = embeddings[i : i + rc.batch_size]
             lat = None if latents is None else latents[i : i + rc.batch_size]
-            out += self.renderer.render(chunk, self.zero_embedding, [seed] * len(chunk), rc.steps, rc.guidance_scale, rc.size, lat)
+            out += self.renderer.render(
+                chunk, self.zero_embedding, [seed] * len(chunk), rc.steps, rc.guidance_scale, rc.size, lat
+            )
         return out
 
 
@@ -298,7 +302,9 @@ def interpolate_strip(
     fractions = [i / (frames - 1) for i in range(frames)]
     if to is not None:
         rows = interpolate(z, session.embedding_of(to), fractions, method)
-        return Strip(session.render(rows, seed), [f"{g:.2f}" for g in fractions], rows, [f"{method} from the image to {to}"])
+        return Strip(
+            session.render(rows, seed), [f"{g:.2f}" for g in fractions], rows, [f"{method} from the image to {to}"]
+        )
     if text is not None:
         z_t = session.embedding_of_text([text, text0 or ""])
         z_d = text_diff(z_t[0], z_t[1])
@@ -313,4 +319,9 @@ def interpolate_strip(
     import torch
 
     images = session.render(rows, seed, latents=torch.as_tensor(latents))
-    return Strip(images, [f"{g:.2f}" for g in fractions], rows, [f"{method} between the noise of seeds {seed} and {noise_to_seed}"])
+    return Strip(
+        images,
+        [f"{g:.2f}" for g in fractions],
+        rows,
+        [f"{method} between the noise of seeds {seed} and {noise_to_seed}"],
+    )

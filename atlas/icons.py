@@ -113,7 +113,9 @@ class IconRenderer:
         step = batch_size or rc.batch_size
         images: list[Image.Image] = []
         for i in range(0, len(fids), step):
-            images += self.renderer.render(embeds[i : i + step], self.negative, seeds[i : i + step], rc.steps, rc.guidance_scale, rc.size)
+            images += self.renderer.render(
+                embeds[i : i + step], self.negative, seeds[i : i + step], rc.steps, rc.guidance_scale, rc.size
+            )
         ranks = fidelity_ranks(self.sae, self.embedder.encode_images(images), fids) if images else np.zeros(0, np.int32)
         return images, ranks
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -52,7 +51,9 @@ def decode_image(data: bytes, model_size: int, thumbnail_size: int, max_pixels: 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ValueError(f"decompression bomb refused ({e})") from None
     except Exception as e:  # PIL raises many types for corrupt data
-        raise ValueError(f"not a decodable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ValueError(
+            f"not a decodable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if w == 0 or h == 0:
         raise ValueError("image has zero size")
     img = to_rgb(img)

@@ -39,7 +39,9 @@ def import_sae(path: Path, scaling_factor: float | None = None) -> SparseAutoenc
     if path.is_dir():
         if (path / SAELENS_CONFIG).exists():
             return from_saelens(path, scaling_factor)
-        raise AtlasError(f"{path}: not a SAELens folder (no {SAELENS_CONFIG}); give a folder with {SAELENS_CONFIG} + {SAELENS_WEIGHTS}, or a state-dict file")
+        raise AtlasError(
+            f"{path}: not a SAELens folder (no {SAELENS_CONFIG}); give a folder with {SAELENS_CONFIG} + {SAELENS_WEIGHTS}, or a state-dict file"
+        )
     if not path.exists():
         raise AtlasError(f"{path}: no such file or folder")
     return from_state_dict(read_state_dict(path))
@@ -92,7 +94,14 @@ def from_saelens(folder: Path, scaling_factor: float | None = None) -> SparseAut
             k=int(cfg.get("k", 0)) if kind == "topk" else 0,
             input_scale=input_scale,
             apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-            extra={"imported": {"format": "saelens", "from": str(folder), "architecture": arch, "normalize_activations": norm}},
+            extra={
+                "imported": {
+                    "format": "saelens",
+                    "from": str(folder),
+                    "architecture": arch,
+                    "normalize_activations": norm,
+                }
+            },
         )
     )
     _load_weights(sae, w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"], str(folder / SAELENS_WEIGHTS))
@@ -108,7 +117,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses pickled code: that is the point
-        raise AtlasError(f"{path}: not a plain state dict that loads safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise AtlasError(
+            f"{path}: not a plain state dict that loads safely ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
     for key in ("state_dict", "model", "sae"):  # common wrappers of one level
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -133,7 +144,9 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str = "state dict") -> S
     else:
         W_dec = pick("W_dec")
     if W_enc is None or W_dec is None:
-        raise AtlasError(f"{where}: no encoder/decoder weights (expected encoder.weight + decoder.weight, or W_enc + W_dec; found {sorted(sd)[:8]})")
+        raise AtlasError(
+            f"{where}: no encoder/decoder weights (expected encoder.weight + decoder.weight, or W_enc + W_dec; found {sorted(sd)[:8]})"
+        )
     d_in, n = W_enc.shape
     b_enc = pick("encoder.bias", "b_enc", "latent_bias")
     b_enc = torch.zeros(n) if b_enc is None else b_enc
@@ -147,8 +160,14 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str = "state dict") -> S
         b_dec = b_dec + pre
     b_dec = torch.zeros(d_in) if b_dec is None else b_dec
     sae = SparseAutoencoder(
-        SAEConfig(d_in=d_in, n_features=n, kind="relu", l1_coefficient=0.0, apply_b_dec_to_input=apply,
-                  extra={"imported": {"format": "state_dict", "from": where}})
+        SAEConfig(
+            d_in=d_in,
+            n_features=n,
+            kind="relu",
+            l1_coefficient=0.0,
+            apply_b_dec_to_input=apply,
+            extra={"imported": {"format": "state_dict", "from": where}},
+        )
     )
     _load_weights(sae, W_enc, b_enc, W_dec, b_dec, where)
     return sae.eval()
@@ -160,7 +179,9 @@ def _load_weights(sae: SparseAutoencoder, W_enc, b_enc, W_dec, b_dec, where: str
     got = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
     for name, shape in want.items():
         if tuple(got[name].shape) != shape:
-            raise AtlasError(f"{where}: {name} has shape {tuple(got[name].shape)}, expected {shape} (d_in={d}, features={f})")
+            raise AtlasError(
+                f"{where}: {name} has shape {tuple(got[name].shape)}, expected {shape} (d_in={d}, features={f})"
+            )
     with torch.no_grad():
         for name, t in got.items():
             getattr(sae, name).copy_(t.float())

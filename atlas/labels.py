@@ -87,19 +87,25 @@ class VocabularyEmbeddings:
             return cls(meta["words"], tuple(meta["templates"]), z["mean"], z["centred"])
 
 
-def embed_vocabulary(encode_texts, words: list[str], templates: tuple[str, ...], batch_size: int = 256) -> VocabularyEmbeddings:
+def embed_vocabulary(
+    encode_texts, words: list[str], templates: tuple[str, ...], batch_size: int = 256
+) -> VocabularyEmbeddings:
     """Embed every word under every template with `encode_texts(list[str]) -> [B, d]`; average per word."""
     total = None
     for template in templates:
         prompts = [template.format(w) for w in words]
-        z = np.concatenate([normalised(encode_texts(prompts[s : s + batch_size])) for s in range(0, len(prompts), batch_size)])
+        z = np.concatenate(
+            [normalised(encode_texts(prompts[s : s + batch_size])) for s in range(0, len(prompts), batch_size)]
+        )
         total = z if total is None else total + z
     per_word = normalised(total / len(templates))
     mean = per_word.mean(axis=0)
     return VocabularyEmbeddings(words, templates, mean.astype(np.float32), normalised(per_word - mean))
 
 
-def top_words(directions_fd: np.ndarray, vocab: VocabularyEmbeddings, k: int = TOP_WORDS, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def top_words(
+    directions_fd: np.ndarray, vocab: VocabularyEmbeddings, k: int = TOP_WORDS, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
     """For each direction [F, d]: the indices [F, k] of its k most aligned words and their cosines [F, k]."""
     k = min(k, len(vocab.words))
     idx = np.zeros((len(directions_fd), k), dtype=np.int64)
@@ -113,7 +119,9 @@ def top_words(directions_fd: np.ndarray, vocab: VocabularyEmbeddings, k: int = T
     return idx, score
 
 
-def labels_table(feature_ids: np.ndarray, directions_fd: np.ndarray, vocab: VocabularyEmbeddings, k: int = TOP_WORDS) -> pa.Table:
+def labels_table(
+    feature_ids: np.ndarray, directions_fd: np.ndarray, vocab: VocabularyEmbeddings, k: int = TOP_WORDS
+) -> pa.Table:
     """The `labels` table: (feature_id, rank, word, score) for the given features' decoder directions."""
     idx, score = top_words(directions_fd, vocab, k)
     n, k = idx.shape

@@ -23,7 +23,9 @@ class ReconstructionMetrics:
     sum_x: torch.Tensor | None = None
     sum_sq: float = 0.0
 
-    def update(self, x_bd: torch.Tensor, x_hat_bd: torch.Tensor, a_bf: torch.Tensor, decoder_norms_f: torch.Tensor) -> None:
+    def update(
+        self, x_bd: torch.Tensor, x_hat_bd: torch.Tensor, a_bf: torch.Tensor, decoder_norms_f: torch.Tensor
+    ) -> None:
         x = x_bd.detach().double()
         self.n += x.shape[0]
         self.sse += float(((x - x_hat_bd.detach().double()) ** 2).sum())

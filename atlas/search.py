@@ -122,7 +122,9 @@ class AtlasSearch:
         """The k images whose CLIP embedding is closest to `text`'s: image_id, score."""
         scores, ids = search(self.image_index, self.text_embedding(text), k)
         keep = ids[0] != -1  # image ids are signed hashes: only -1 means "no result"
-        return pa.table({"image_id": pa.array(ids[0][keep], pa.int64()), "score": pa.array(scores[0][keep], pa.float32())})
+        return pa.table(
+            {"image_id": pa.array(ids[0][keep], pa.int64()), "score": pa.array(scores[0][keep], pa.float32())}
+        )
 
     def features_for_image(self, image, k: int = 10) -> pa.Table:
         """The features that fire on a PIL image (its SAE activations), strongest first: feature_id, activation, label."""

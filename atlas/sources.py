@@ -89,7 +89,9 @@ def _files(location: str, suffixes: tuple[str, ...], what: str) -> tuple[pafs.Fi
     found = sorted(
         posixpath.relpath(f.path, path)
         for f in fs.get_file_info(pafs.FileSelector(path, recursive=True))
-        if f.type == pafs.FileType.File and f.path.lower().endswith(suffixes) and not posixpath.basename(f.path).startswith(".")
+        if f.type == pafs.FileType.File
+        and f.path.lower().endswith(suffixes)
+        and not posixpath.basename(f.path).startswith(".")
     )
     if not found:
         raise AtlasError(f"data.source = {location!r}: no {what} here")
@@ -270,7 +272,11 @@ def _read_parquet(location: str, spec: dict) -> Iterator[RawImage]:
                     yield RawImage(source, bytes(value), caption)
                 elif path_col and d[path_col][i]:
                     rel = d[path_col][i]
-                    path = rel if "://" in rel or rel.startswith("/") else posixpath.join(base, posixpath.dirname(name), rel)
+                    path = (
+                        rel
+                        if "://" in rel or rel.startswith("/")
+                        else posixpath.join(base, posixpath.dirname(name), rel)
+                    )
                     pfs, ppath = _fs(path)
                     try:
                         with pfs.open_input_stream(ppath) as img:
@@ -285,4 +291,3 @@ def read_all(uri: str, shards: list[Shard]) -> Iterator[RawImage]:
     """Every item of these shards (for small sources and tests)."""
     for s in shards:
         yield from read_shard(uri, s.spec)
-

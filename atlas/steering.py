@@ -69,10 +69,17 @@ def edit_activations(
 
 
 def feature_strip(
-    sae: SparseAutoencoder, embedding: np.ndarray, feature_id: int, unit: float, scales: list[float], keep_error: bool = True
+    sae: SparseAutoencoder,
+    embedding: np.ndarray,
+    feature_id: int,
+    unit: float,
+    scales: list[float],
+    keep_error: bool = True,
 ) -> np.ndarray:
     """[len(scales), d]: the feature's activation raised (or lowered) by scale x unit; scale 0 is unchanged."""
-    return np.stack([edit_activations(sae, embedding, add={feature_id: s * unit}, keep_error=keep_error) for s in scales])
+    return np.stack(
+        [edit_activations(sae, embedding, add={feature_id: s * unit}, keep_error=keep_error) for s in scales]
+    )
 
 
 def group_scale_strip(
@@ -83,5 +90,7 @@ def group_scale_strip(
     rows = []
     for s in scales:
         factor = max(0.0, 1.0 + s)
-        rows.append(edit_activations(sae, embedding, scale={int(f): factor for f in feature_ids}, keep_error=keep_error))
+        rows.append(
+            edit_activations(sae, embedding, scale={int(f): factor for f in feature_ids}, keep_error=keep_error)
+        )
     return np.stack(rows)

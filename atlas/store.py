@@ -325,7 +325,9 @@ class AtlasStore:
     def require_stage(self, name: str, for_what: str) -> dict[str, Any]:
         info = self.stage(name)
         if info.get("status") != "done":
-            raise AtlasError(f"{self.uri}: {for_what} needs the '{name}' stage first (run `atlas {name}` or `atlas build`)")
+            raise AtlasError(
+                f"{self.uri}: {for_what} needs the '{name}' stage first (run `atlas {name}` or `atlas build`)"
+            )
         return info
 
     def is_atlas(self) -> bool:
@@ -368,7 +370,7 @@ def table_from_rows(table: str, columns: dict[str, Iterable[Any]], dim: int | No
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def vectors_to_numpy(column: pa.ChunkedArray | pa.Array, dim: int) -> "np.ndarray":
+def vectors_to_numpy(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     """A fixed-size-list (or list, or tensor) column of vectors -> float32 [N, dim] without Python objects."""
     import numpy as np
 

@@ -49,8 +49,12 @@ def _split(batches: Iterable[Batch], fraction: float, want_holdout: bool) -> Ite
 
 
 def auxk_loss(
-    sae: SparseAutoencoder, x_scaled_bd: torch.Tensor, x_hat_scaled_bd: torch.Tensor, pre_bf: torch.Tensor,
-    dead_f: torch.Tensor, aux_k: int,
+    sae: SparseAutoencoder,
+    x_scaled_bd: torch.Tensor,
+    x_hat_scaled_bd: torch.Tensor,
+    pre_bf: torch.Tensor,
+    dead_f: torch.Tensor,
+    aux_k: int,
 ) -> torch.Tensor:
     """AuxK (Gao et al. 2024): the top `aux_k` dead features must reconstruct the residual of the main
     reconstruction. The residual already has b_dec taken out (x_hat includes it), so the auxiliary
@@ -68,7 +72,9 @@ def auxk_loss(
     return (e_hat - e).pow(2).sum(dim=1).mean() / denom
 
 
-def initial_sae(sample_bd: np.ndarray, d_in: int, cfg: SAEConfigSection, input_scale: float | None = None) -> SparseAutoencoder:
+def initial_sae(
+    sample_bd: np.ndarray, d_in: int, cfg: SAEConfigSection, input_scale: float | None = None
+) -> SparseAutoencoder:
     """A fresh SAE of the configured kind: input scale (mean norm -> sqrt(d)) and b_dec (the data mean,
     in scaled units) from a sample of training rows."""
     xs = torch.from_numpy(np.asarray(sample_bd)).double()
@@ -262,7 +268,9 @@ def remove_checkpoint(folder: Path) -> None:
     (Path(folder) / CHECKPOINT).unlink(missing_ok=True)
 
 
-def _log_row(step, samples, split, window: ReconstructionMetrics, l1_coefficient, dead_window, last_fired) -> dict[str, float]:
+def _log_row(
+    step, samples, split, window: ReconstructionMetrics, l1_coefficient, dead_window, last_fired
+) -> dict[str, float]:
     row = {"step": step, "samples": samples, "split": split, **window.result(l1_coefficient)}
     # dead = not fired in the last dead_window samples (or ever, early in training)
     row["dead_fraction"] = float(((samples - last_fired) >= min(dead_window, samples)).float().mean())

@@ -59,7 +59,9 @@ def fill_index(index: faiss.Index, vectors: np.ndarray, ids, nprobe: int = DEFAU
     return index
 
 
-def build_index(vectors: np.ndarray, ids, path: Path, exact_max: int = EXACT_MAX, nprobe: int = DEFAULT_NPROBE) -> faiss.Index:
+def build_index(
+    vectors: np.ndarray, ids, path: Path, exact_max: int = EXACT_MAX, nprobe: int = DEFAULT_NPROBE
+) -> faiss.Index:
     """A cosine index over `vectors` [N, d], returning `ids` (int64) from searches; written atomically."""
     index = fill_index(new_index(vectors.shape[1], len(vectors), exact_max), vectors, ids, nprobe)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,9 @@ def _synthetic_embeddings(store, n: int, d: int, part_size: int = 2048, seed: in
         codes = rng.exponential(1.0, size=(m, 4 * d)).astype(np.float32) * (rng.random((m, 4 * d)) < 0.05)
         x = codes @ dirs + 1.0
         ids = rng.integers(-(2**62), 2**62, size=m)
-        store.write_part("embeddings", f"part-{p:05d}", table_from_rows("embeddings", {"image_id": ids, "embedding": x}, d))
+        store.write_part(
+            "embeddings", f"part-{p:05d}", table_from_rows("embeddings", {"image_id": ids, "embedding": x}, d)
+        )
 
 
 def _vm(field: str) -> float:
@@ -95,7 +97,9 @@ def measure_memory(stage: str, n: int, d: int) -> dict:
                     cols = {k: batch[k] for k in ("source", "image_id", "caption", "width", "height", "error")}
                     rows = pa.table({k: pa.array(list(v) if v.dtype == object else v) for k, v in cols.items()})
                     rows = rows.append_column("thumbnail", pa.array(list(batch["thumbnail"]), pa.binary()))
-                    rows = rows.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
+                    rows = rows.append_column(
+                        "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+                    )
                     images, embeddings, _ = split_outputs(rows, emb.shape[1])
                     store.write_part("embeddings", f"{shard.name}-{s}", embeddings)
         else:
@@ -105,12 +109,15 @@ def measure_memory(stage: str, n: int, d: int) -> dict:
             baseline = _vm("VmRSS")
             _reset_peak()
             parts = [str(p) for p in store.parts("embeddings")]
-            cfg = SAEConfigSection(expansion_factor=4, epochs=1, batch_size=256, shuffle_buffer=2048, holdout_fraction=0.05, log_every=50)
+            cfg = SAEConfigSection(
+                expansion_factor=4, epochs=1, batch_size=256, shuffle_buffer=2048, holdout_fraction=0.05, log_every=50
+            )
             result = train_sae(lambda e: parquet_batches(parts, 256, 2048, e), d, n, cfg, torch.device("cpu"))
             if stage == "featurize":
+                import pyarrow.parquet as pq
+
                 from atlas.featurize import FeatureStats, SparseBatch, activations_table, encode_dense
                 from atlas.store import vectors_to_numpy
-                import pyarrow.parquet as pq
 
                 stats = FeatureStats.empty(result.sae.cfg.n_features, 16)
                 for p in parts:
@@ -147,7 +154,10 @@ def _memory_ratio(stage: str, n: int, d: int) -> dict:
         "resident memory during the pass (VmHWM reset after the imports, model load and data set-up)",
         "runs": out,
         "peak_rss_ratio_4n_over_n": round(b["peak_rss_mb"] / a["peak_rss_mb"], 3),
-        "growth_over_baseline_mb": {"n": round(a["peak_rss_mb"] - a["rss_before_pass_mb"], 1), "4n": round(b["peak_rss_mb"] - b["rss_before_pass_mb"], 1)},
+        "growth_over_baseline_mb": {
+            "n": round(a["peak_rss_mb"] - a["rss_before_pass_mb"], 1),
+            "4n": round(b["peak_rss_mb"] - b["rss_before_pass_mb"], 1),
+        },
         "target_ratio": 1.2,
     }
 
@@ -198,8 +208,16 @@ def bench_train(
         store = AtlasStore(tmp)
         _synthetic_embeddings(store, rows, dim)
         parts = [str(p) for p in store.parts("embeddings")]
-        cfg = SAEConfigSection(expansion_factor=expansion, epochs=1, batch_size=batch_size, holdout_fraction=0.0,
-                               warmup_steps=10, log_every=10, shuffle_buffer=8192, checkpoint_every=0)
+        cfg = SAEConfigSection(
+            expansion_factor=expansion,
+            epochs=1,
+            batch_size=batch_size,
+            holdout_fraction=0.0,
+            warmup_steps=10,
+            log_every=10,
+            shuffle_buffer=8192,
+            checkpoint_every=0,
+        )
 
         def pipeline() -> int:
             return train_sae(lambda e: parquet_batches(parts, batch_size, 8192, e), dim, rows, cfg, device).samples
@@ -214,7 +232,9 @@ def bench_train(
             for i in range(0, len(x_all), batch_size):
                 x = x_all[i : i + batch_size]
                 x_hat, a, _ = sae(x)
-                loss = ((x_hat - x) * s).pow(2).sum(1).mean() + cfg.l1_coefficient * (a * sae.decoder_norms()).sum(1).mean()
+                loss = ((x_hat - x) * s).pow(2).sum(1).mean() + cfg.l1_coefficient * (a * sae.decoder_norms()).sum(
+                    1
+                ).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -291,9 +311,9 @@ def bench_featurize(
                 store.write_part("activations", p.stem, __import__("pyarrow").concat_tables(pieces))
             return stats.n_images
 
-        x_all = torch.cat([
-            torch.from_numpy(vectors_to_numpy(pq.read_table(p).column("embedding"), dim).copy()) for p in parts
-        ]).to(device)
+        x_all = torch.cat(
+            [torch.from_numpy(vectors_to_numpy(pq.read_table(p).column("embedding"), dim).copy()) for p in parts]
+        ).to(device)
 
         @torch.inference_mode()
         def bare() -> int:
@@ -317,15 +337,20 @@ def bench_featurize(
             for p in store.parts("activations"):
                 p.unlink()
             _local_ray()
-            cfg = AtlasConfig.model_validate({"featurize": {"batch_size": batch_size, "top_k": top_k}, "compute": {"device": "cpu"}})
+            cfg = AtlasConfig.model_validate(
+                {"featurize": {"batch_size": batch_size, "top_k": top_k}, "compute": {"device": "cpu"}}
+            )
             t0 = time.perf_counter()
             run_featurize(cfg, store)
             job_s = time.perf_counter() - t0
             import ray
 
             ray.shutdown()
-            result["ray_job"] = {"seconds": round(job_s, 2), "rows_per_s": round(rows / job_s, 1),
-                                 "note": "whole job including one actor's start-up (~5 s here): dominated by fixed costs at this size"}
+            result["ray_job"] = {
+                "seconds": round(job_s, 2),
+                "rows_per_s": round(rows / job_s, 1),
+                "note": "whole job including one actor's start-up (~5 s here): dominated by fixed costs at this size",
+            }
     if memory_rows:
         result["memory"] = _memory_ratio("featurize", memory_rows, dim)
     typer.echo(f"featurize: pipeline {pipe_rate:,.0f} rows/s, bare {bare_rate:,.0f}, ratio {pipe_rate / bare_rate:.2f}")
@@ -369,7 +394,9 @@ def bench_embed(
     bare_rate = best_rate(bare, repeat=2)
     device = str(embedder.device) if hasattr(embedder, "device") else "cpu"
     _local_ray()
-    cfg = AtlasConfig.model_validate({"data": {"source": uri}, "models": {"clip": clip}, "embed": {"batch_size": batch_size, "part_size": 256}})
+    cfg = AtlasConfig.model_validate(
+        {"data": {"source": uri}, "models": {"clip": clip}, "embed": {"batch_size": batch_size, "part_size": 256}}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         from atlas.store import AtlasStore
 

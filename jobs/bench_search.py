@@ -40,7 +40,10 @@ def _batched_qps(index, queries: np.ndarray, k: int) -> float:
 def run_search_bench(n: int, dim: int, n_queries: int, nprobe: int, k: int = 10) -> dict[str, Any]:
     x = synthetic_directions(n, dim)
     rng = np.random.default_rng(1)
-    queries = normalised(x[rng.choice(n, n_queries, replace=False)] + rng.standard_normal((n_queries, dim), dtype=np.float32) / np.sqrt(dim))
+    queries = normalised(
+        x[rng.choice(n, n_queries, replace=False)]
+        + rng.standard_normal((n_queries, dim), dtype=np.float32) / np.sqrt(dim)
+    )
     ids = np.arange(n)
 
     t0 = time.perf_counter()
@@ -63,7 +66,12 @@ def run_search_bench(n: int, dim: int, n_queries: int, nprobe: int, k: int = 10)
         "data": "synthetic: unit vectors around n/80 random centres",
         "faiss_gpu": gpu_available(),
         "recall_at_10": recall,
-        "exact": {"index": "IndexFlatIP", "build_s": exact_build, "ms_per_query": exact_ms, "batched_qps": _batched_qps(exact, queries, k)},
+        "exact": {
+            "index": "IndexFlatIP",
+            "build_s": exact_build,
+            "ms_per_query": exact_ms,
+            "batched_qps": _batched_qps(exact, queries, k),
+        },
         "approximate": {
             "index": f"IVF{int(np.sqrt(n))},Flat",
             "nprobe": nprobe,

@@ -49,7 +49,9 @@ def _pngs(n: int, size: int, seed: int) -> list[bytes]:
     return out
 
 
-def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per_image: int = 40, seed: int = 0) -> AtlasStore:
+def write_synthetic_atlas(
+    root: Path, n_features: int, n_images: int = 5000, per_image: int = 40, seed: int = 0
+) -> AtlasStore:
     """An atlas with every table the grid and feature pages read, laid out as the stages write it:
     `n_features` features (90% may fire) with 64 px noise icons (about 12 kB, in parts of 128) and labels, `n_images` images with thumbnails, `per_image` activations per image, top images, and
     the FAISS index of random decoder directions."""
@@ -90,7 +92,12 @@ def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per
     }))  # fmt: skip
     stats = FeatureStats.empty(n_features, 16)
     rows = torch.from_numpy(np.repeat(np.arange(n_images), per_image))
-    stats.update_sparse(image_ids, SparseBatch(n_images, rows, torch.from_numpy(feat.reshape(-1).astype(np.int64)), torch.from_numpy(values.reshape(-1))))
+    stats.update_sparse(
+        image_ids,
+        SparseBatch(
+            n_images, rows, torch.from_numpy(feat.reshape(-1).astype(np.int64)), torch.from_numpy(values.reshape(-1))
+        ),
+    )
     store.write_part("top_images", "part-00000", stats.top_images_table())
     alive_ids = np.flatnonzero(alive).astype(np.int32)
     icons = _pngs(256, 64, seed + 1)
@@ -115,7 +122,9 @@ def write_synthetic_atlas(root: Path, n_features: int, n_images: int = 5000, per
         "l1": np.full(len(steps), 0.1), "l0": np.full(len(steps), 60.0), "explained_variance": 1 - 1 / np.sqrt(steps),
         "dead_fraction": np.full(len(steps), 0.1),
     }))  # fmt: skip
-    build_index(rng.standard_normal((n_features, DIM), dtype=np.float32), np.arange(n_features), store.index_dir / FEATURES)
+    build_index(
+        rng.standard_normal((n_features, DIM), dtype=np.float32), np.arange(n_features), store.index_dir / FEATURES
+    )
     build_index(rng.standard_normal((n_images, DIM), dtype=np.float32), image_ids, store.index_dir / IMAGES)
 
     def manifest(m: dict) -> None:
@@ -216,7 +225,9 @@ def _plans(n_sessions: int, requests: int, n_features: int, seed: int) -> list[l
     return plans
 
 
-def _run_sessions(url: str, n_sessions: int, requests: int, n_features: int, seed: int) -> tuple[dict[str, list[float]], float]:
+def _run_sessions(
+    url: str, n_sessions: int, requests: int, n_features: int, seed: int
+) -> tuple[dict[str, list[float]], float]:
     out: dict[str, list[float]] = {"grid": [], "feature": []}
 
     async def main() -> None:
@@ -229,7 +240,12 @@ def _run_sessions(url: str, n_sessions: int, requests: int, n_features: int, see
 
 def _summary(samples: list[float]) -> dict[str, float]:
     ms = np.asarray(samples) * 1000
-    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean()), "n": int(len(ms))}
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "mean": float(ms.mean()),
+        "n": int(len(ms)),
+    }
 
 
 def run_view_bench(n_features: int, sessions: int, requests: int, root: Path | None = None) -> dict[str, Any]:

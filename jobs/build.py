@@ -37,7 +37,12 @@ STAGES: dict[str, Stage] = {
         Stage(
             "embed",
             (),
-            lambda c: {"data": c.data, "world": c.world if c.data.source.startswith("builtin:") else None, "clip": c.models.clip, "part_size": c.embed.part_size},
+            lambda c: {
+                "data": c.data,
+                "world": c.world if c.data.source.startswith("builtin:") else None,
+                "clip": c.models.clip,
+                "part_size": c.embed.part_size,
+            },
             (("images", ""), ("embeddings", ""), ("errors", "embed-")),
             (),
             "CLIP image embeddings of every image",
@@ -145,7 +150,9 @@ def _run_with_retries(name: str, run: Callable[[], dict[str, Any]], say: Callabl
             if attempt == STAGE_ATTEMPTS or not _retryable(e):
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            say(f"{name:<10} attempt {attempt} failed ({type(e).__name__}: {first[:200]}); resuming from its committed parts")
+            say(
+                f"{name:<10} attempt {attempt} failed ({type(e).__name__}: {first[:200]}); resuming from its committed parts"
+            )
     raise AssertionError("unreachable")
 
 
@@ -217,7 +224,11 @@ def check_builtin_models(names: list[str], cfg: AtlasConfig) -> None:
     checked for all the stages of a build before the first one runs, not when an actor fails to start."""
     from atlas.builtin import builtin_model_dir
 
-    models = {"embed": [cfg.models.clip], "render": [cfg.models.clip, cfg.models.decoder], "directions": [cfg.models.clip]}
+    models = {
+        "embed": [cfg.models.clip],
+        "render": [cfg.models.clip, cfg.models.decoder],
+        "directions": [cfg.models.clip],
+    }
     for spec in {spec for name in names for spec in models.get(name, [])}:
         if spec.startswith("builtin:"):
             builtin_model_dir(spec)

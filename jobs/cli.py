@@ -5,7 +5,6 @@ User mistakes (a config value, a missing folder, bad SQL) end with one line on s
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -23,7 +22,10 @@ from atlas.store import AtlasStore
 from jobs import cli_data, cli_generate, cli_serve
 from jobs.cli_common import AtlasDir, ConfigFile, config_for, existing_atlas, format_table, user_errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="CLIP Feature Atlas: SAE features of CLIP embeddings, browsable.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="CLIP Feature Atlas: SAE features of CLIP embeddings, browsable."
+)
+
 
 def _say(msg: str) -> None:
     typer.echo(msg)
@@ -64,6 +66,7 @@ def _run_stages(names: list[str], cfg: AtlasConfig, store: AtlasStore) -> int:
     ran = 0
     ray_started = False
     for name in names:
+
         def run(name: str = name) -> dict[str, Any]:
             nonlocal ray_started
             if not ray_started and name != "index":
@@ -194,7 +197,9 @@ def _summary(store: AtlasStore) -> str:
         )
     feat = stages.get("featurize", {}).get("summary", {})
     if feat:
-        lines.append(f"  features: {feat['alive']:,} alive ({feat['dead_fraction']:.1%} dead), L0 {feat['l0']:.1f} over all images")
+        lines.append(
+            f"  features: {feat['alive']:,} alive ({feat['dead_fraction']:.1%} dead), L0 {feat['l0']:.1f} over all images"
+        )
     fid = stages.get("render", {}).get("summary", {}).get("fidelity")
     if fid:
         lines.append(f"  icons: fidelity rank 1 for {fid['rank1']:.1%}, top 5 for {fid['top5']:.1%}")
@@ -244,13 +249,17 @@ def toy_train_clip(
 @user_errors
 def toy_train_decoder(
     clip: Annotated[Path, typer.Option("--clip", help="the toy CLIP folder")] = Path("atlas/toyworld/weights/toy-clip"),
-    out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path("atlas/toyworld/weights/toy-decoder"),
+    out: Annotated[Path, typer.Option("--out", help="model folder to write")] = Path(
+        "atlas/toyworld/weights/toy-decoder"
+    ),
     steps: int = 6000,
     batch_size: int = 64,
     n_train: int = 40_000,
     max_minutes: Annotated[float, typer.Option(help="stop training after this many minutes (0 = run all steps)")] = 0.0,
     lr: float = 5e-4,
-    init: Annotated[Path | None, typer.Option(help="go on training from this toy-decoder folder instead of from scratch")] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="go on training from this toy-decoder folder instead of from scratch")
+    ] = None,
     device: str = "auto",
 ) -> None:
     """Train the toy decoder on the toy CLIP's image embeddings."""
@@ -260,7 +269,9 @@ def toy_train_decoder(
     typer.echo(f"wrote {out}: re-embedded accuracy {json.dumps(metrics['reembedded_accuracy'])}")
 
 
-bench = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios against a bare baseline run in the same process, written as JSON.")
+bench = typer.Typer(
+    no_args_is_help=True, help="Benchmarks: ratios against a bare baseline run in the same process, written as JSON."
+)
 app.add_typer(bench, name="bench")
 
 # Commands that live in their own modules, one per plane.

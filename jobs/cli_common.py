@@ -16,7 +16,10 @@ from atlas.errors import AtlasError
 from atlas.store import AtlasStore
 
 AtlasDir = Annotated[Path, typer.Option("--atlas", "-a", help="the atlas directory")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: the atlas's own, else the embedded default)")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config (default: the atlas's own, else the embedded default)"),
+]
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -11,11 +11,14 @@ from jobs.cli_common import AtlasDir, ConfigFile, config_for, existing_atlas, us
 
 
 def import_sae_command(
-    source: Annotated[Path, typer.Argument(help="a SAELens folder (cfg.json + sae_weights.safetensors) or a state-dict file")],
+    source: Annotated[
+        Path, typer.Argument(help="a SAELens folder (cfg.json + sae_weights.safetensors) or a state-dict file")
+    ],
     atlas: AtlasDir = Path("atlas-out"),
     config: ConfigFile = None,
     scaling_factor: Annotated[
-        float | None, typer.Option(help="SAELens normalize_activations=expected_average_only_in: the input scaling factor")
+        float | None,
+        typer.Option(help="SAELens normalize_activations=expected_average_only_in: the input scaling factor"),
     ] = None,
 ) -> None:
     """Put an SAE trained elsewhere into an atlas (in place of `atlas train`); featurize/render/view then use it."""
@@ -38,14 +41,30 @@ def import_sae_command(
     metrics = evaluate_sae(sae, (x for _, x in parquet_batches(parts, 4096, 1, 0)), resolve_device("cpu"))
     clear_outputs(STAGES["train"], store)
     sae.save(store.sae_dir, extra={"holdout": metrics})
-    row = {"step": 0, "samples": 0, "split": "holdout", **{k: metrics[k] for k in ("loss", "mse", "l1", "l0", "explained_variance", "dead_fraction")}}
-    store.write_part("train_log", "part-00000", table_from_rows("train_log", {k: np.array([v]) if not isinstance(v, str) else [v] for k, v in row.items()}))
+    row = {
+        "step": 0,
+        "samples": 0,
+        "split": "holdout",
+        **{k: metrics[k] for k in ("loss", "mse", "l1", "l0", "explained_variance", "dead_fraction")},
+    }
+    store.write_part(
+        "train_log",
+        "part-00000",
+        table_from_rows("train_log", {k: np.array([v]) if not isinstance(v, str) else [v] for k, v in row.items()}),
+    )
     fp = fingerprint(STAGES["train"], cfg, store)
     summary = {"imported": str(source), "kind": sae.cfg.kind, "n_features": sae.cfg.n_features, "holdout": metrics}
 
     def mark_done(m: dict) -> None:  # the train stage is done: downstream stages see a new run id and rerun
-        m["stages"]["train"] = {"status": "done", "fingerprint": fp, "run_id": uuid.uuid4().hex, "started": _now(),
-                                "finished": _now(), "seconds": 0.0, "summary": summary}
+        m["stages"]["train"] = {
+            "status": "done",
+            "fingerprint": fp,
+            "run_id": uuid.uuid4().hex,
+            "started": _now(),
+            "finished": _now(),
+            "seconds": 0.0,
+            "summary": summary,
+        }
 
     store.update_manifest(mark_done)
     typer.echo(
@@ -53,7 +72,6 @@ def import_sae_command(
         f"on this atlas's {metrics['n']:,} embeddings explained variance {metrics['explained_variance']:.3f}, "
         f"l0 {metrics['l0']:.1f}, dead {metrics['dead_fraction']:.1%}; next: atlas featurize --atlas {atlas}"
     )
-
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

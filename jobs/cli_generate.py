@@ -46,12 +46,22 @@ def steer(
     atlas: AtlasDir = Path("atlas-out"),
     image: ImageRef = "",
     direction: Annotated[str | None, typer.Option(help="a stored contrastive direction, e.g. red-blue")] = None,
-    feature: Annotated[int | None, typer.Option(help="an SAE feature: raise its activation by scale x its max activation")] = None,
-    concept: Annotated[int | None, typer.Option(help="a concept of the image (see `atlas concepts`): multiply it by 1 + scale")] = None,
-    concept_along: Annotated[str | None, typer.Option(help="the concept most aligned with this stored direction (e.g. red-blue: the colour)")] = None,
-    max_scale: Annotated[float, typer.Option(help="strip scales run from -max to +max (the middle, 0, is unchanged)")] = 1.0,
+    feature: Annotated[
+        int | None, typer.Option(help="an SAE feature: raise its activation by scale x its max activation")
+    ] = None,
+    concept: Annotated[
+        int | None, typer.Option(help="a concept of the image (see `atlas concepts`): multiply it by 1 + scale")
+    ] = None,
+    concept_along: Annotated[
+        str | None, typer.Option(help="the concept most aligned with this stored direction (e.g. red-blue: the colour)")
+    ] = None,
+    max_scale: Annotated[
+        float, typer.Option(help="strip scales run from -max to +max (the middle, 0, is unchanged)")
+    ] = 1.0,
     frames: Annotated[int, typer.Option(help="frames in the strip (made odd)")] = 5,
-    scales: Annotated[str | None, typer.Option(help="explicit comma-separated scales instead of --max-scale/--frames")] = None,
+    scales: Annotated[
+        str | None, typer.Option(help="explicit comma-separated scales instead of --max-scale/--frames")
+    ] = None,
     keep_error: Annotated[bool, typer.Option(help="keep the SAE reconstruction error when editing features")] = True,
     min_share: Annotated[float, typer.Option(help="concepts: minimum activation-mass share per concept")] = 0.1,
     seed: int = 0,
@@ -73,7 +83,9 @@ def steer(
 def concepts(
     atlas: AtlasDir = Path("atlas-out"),
     image: ImageRef = "",
-    min_share: Annotated[float, typer.Option(help="every concept holds at least this share of the activation mass")] = 0.1,
+    min_share: Annotated[
+        float, typer.Option(help="every concept holds at least this share of the activation mass")
+    ] = 0.1,
     k_max: Annotated[int, typer.Option(help="the largest number of concepts tried")] = 8,
     keep_error: Annotated[bool, typer.Option(help="keep the SAE reconstruction error when removing a concept")] = True,
     seed: int = 0,
@@ -87,7 +99,9 @@ def concepts(
         raise AtlasError("--image: give an image file or an image_id of the atlas")
     if k_max < 1:
         raise AtlasError(f"--k-max {k_max}: must be at least 1")
-    found, strip = concepts_strip(_session(atlas, device), image, min_share=min_share, k_max=k_max, keep_error=keep_error, seed=seed)
+    found, strip = concepts_strip(
+        _session(atlas, device), image, min_share=min_share, k_max=k_max, keep_error=keep_error, seed=seed
+    )
     for c in found:
         members = ", ".join(f"{f} ({a:.2f})" for f, a in zip(c.feature_ids, c.activations, strict=True))
         typer.echo(f"concept {c.concept_id}: {c.mass_share:6.1%} of the mass, label {c.label!r}, features {members}")
@@ -100,7 +114,9 @@ def interpolate(
     to: Annotated[str | None, typer.Option(help="the other image (file or image_id)")] = None,
     text: Annotated[str | None, typer.Option(help="unCLIP text diff: the target text")] = None,
     text0: Annotated[str, typer.Option(help="unCLIP text diff: the baseline text")] = "",
-    noise_to_seed: Annotated[int | None, typer.Option(help="interpolate the starting noise towards this seed's")] = None,
+    noise_to_seed: Annotated[
+        int | None, typer.Option(help="interpolate the starting noise towards this seed's")
+    ] = None,
     method: Annotated[str, typer.Option(help="linear, normalized_linear or slerp")] = "slerp",
     frames: Annotated[int, typer.Option(help="frames in the strip, endpoints included")] = 5,
     theta_max: Annotated[float, typer.Option(help="text diff: the largest slerp angle fraction")] = 0.5,
@@ -145,7 +161,9 @@ def bench_render(
         f"{result['per_feature_icons_per_s']:.2f} icons/s: {result['ratio']:.2f}x on {result['device_kind']}"
     )
     proj = result["projection_60k"]
-    typer.echo(f"60,000 icons: {proj['one_gpu_hours']:.2f} h on 1 GPU, {proj['eight_gpu_hours']:.2f} h on 8 ({proj['basis']})")
+    typer.echo(
+        f"60,000 icons: {proj['one_gpu_hours']:.2f} h on 1 GPU, {proj['eight_gpu_hours']:.2f} h on 8 ({proj['basis']})"
+    )
     typer.echo(f"wrote {path}")
 
 

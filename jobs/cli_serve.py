@@ -31,7 +31,15 @@ def search(
     searcher = AtlasSearch(store)
     if images:
         hits = searcher.images_for_text(text, k)
-        sources = dict(zip(*(store.read_table("images", ["image_id", "source"]).column(c).to_pylist() for c in ("image_id", "source")), strict=True))
+        sources = dict(
+            zip(
+                *(
+                    store.read_table("images", ["image_id", "source"]).column(c).to_pylist()
+                    for c in ("image_id", "source")
+                ),
+                strict=True,
+            )
+        )
         hits = hits.append_column("source", [[sources.get(i) for i in hits.column("image_id").to_pylist()]])
     else:
         hits = searcher.features_for_text(text, k)

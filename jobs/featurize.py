@@ -56,8 +56,12 @@ class FeaturizeActor:
             sparse = SparseBatch.from_dense(a)
             self.stats.update_sparse(ids, sparse)
             pieces.append(activations_table(rb.column(0), *sparse.lists()))
-        table = pa.concat_tables(pieces) if pieces else activations_table(
-            pa.array([], pa.int64()), pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))
+        table = (
+            pa.concat_tables(pieces)
+            if pieces
+            else activations_table(
+                pa.array([], pa.int64()), pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))
+            )
         )
         self.store.write_part("activations", name, table)
         return f.metadata.num_rows
@@ -93,7 +97,11 @@ def run_featurize(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     n_activations = store.count_rows("activations")
     alive = int(features.column("alive").to_numpy(zero_copy_only=False).sum())
     return {
-        "rows": {"activations": n_activations, "features": features.num_rows, "top_images": store.count_rows("top_images")},
+        "rows": {
+            "activations": n_activations,
+            "features": features.num_rows,
+            "top_images": store.count_rows("top_images"),
+        },
         "images": stats.n_images,
         "parts_resumed": n_resumed,
         "actors": len(actors),

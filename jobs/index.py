@@ -18,7 +18,9 @@ from atlas.vector_index import FEATURES, IMAGES, build_index
 
 def clip_spec_of(store: AtlasStore) -> str:
     """The CLIP that embedded this atlas (recorded in the manifest by the build)."""
-    spec = store.manifest().get("models", {}).get("clip") or (store.manifest().get("config") or {}).get("models", {}).get("clip")
+    spec = store.manifest().get("models", {}).get("clip") or (store.manifest().get("config") or {}).get(
+        "models", {}
+    ).get("clip")
     if not spec:
         raise AtlasError(f"{store.manifest_path}: no CLIP model recorded (models.clip); rebuild with `atlas build`")
     return spec
@@ -48,5 +50,7 @@ def run_index(store: AtlasStore, device: str = "auto") -> dict[str, Any]:
     views = build_catalog(store, dim)
     build_index(w_dec, np.arange(len(w_dec)), store.index_dir / FEATURES)
     emb = store.read_table("embeddings")
-    build_index(vectors_to_numpy(emb.column("embedding"), dim), emb.column("image_id").to_numpy(), store.index_dir / IMAGES)
+    build_index(
+        vectors_to_numpy(emb.column("embedding"), dim), emb.column("image_id").to_numpy(), store.index_dir / IMAGES
+    )
     return {"views": views, "rows": {**rows, "index.features": len(w_dec), "index.images": emb.num_rows}}

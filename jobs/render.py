@@ -63,7 +63,11 @@ def run_render(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     parts = chunk(alive, rc.part_size)
     pending = [(p, f) for p, f in parts if not store.has_part("icons", p)]
     if pending:
-        items = [{"part": p, "feature_ids": fids[i : i + rc.batch_size]} for p, fids in pending for i in range(0, len(fids), rc.batch_size)]
+        items = [
+            {"part": p, "feature_ids": fids[i : i + rc.batch_size]}
+            for p, fids in pending
+            for i in range(0, len(fids), rc.batch_size)
+        ]
         ds = ray.data.from_items(items, override_num_blocks=min(200, len(items))).map_batches(
             RenderActor,
             batch_size=1,
@@ -139,7 +143,9 @@ def run_bench_render(
 
     def bare(bs: int) -> int:
         for i in range(0, n_icons, bs):
-            renderer.render(embeds[i : i + bs], icons.negative, list(range(i, min(n_icons, i + bs))), steps, rc.guidance_scale, size)
+            renderer.render(
+                embeds[i : i + bs], icons.negative, list(range(i, min(n_icons, i + bs))), steps, rc.guidance_scale, size
+            )
         return n_icons
 
     def sync() -> None:

@@ -25,7 +25,13 @@ import torch
 from atlas.models.clip import load_embedder
 from atlas.models.device import resolve_device
 from atlas.toyworld.clip_model import TOY_CLIP_CFG, train_toy_clip, zero_shot_accuracy
-from atlas.toyworld.decoder_model import GUIDANCE, ToyDecoderPipeline, new_toy_decoder, save_toy_decoder, train_toy_decoder
+from atlas.toyworld.decoder_model import (
+    GUIDANCE,
+    ToyDecoderPipeline,
+    new_toy_decoder,
+    save_toy_decoder,
+    train_toy_decoder,
+)
 from atlas.toyworld.world import render_array, scenes
 
 
@@ -87,7 +93,12 @@ def run_train_decoder(
     def save(p, step: int, reembedded: dict[str, float], final_loss: float) -> dict[str, Any]:
         run = {"command": _command(), "steps": step, "batch_size": batch_size, "lr": lr, "init": str(init) if init else None,
                "minutes": round((time.perf_counter() - t_train) / 60, 1), "device": _device_words(dev)}  # fmt: skip
-        metrics = {"reembedded_accuracy": reembedded, "history": history, "final_loss": final_loss, "runs": [*earlier, run]}
+        metrics = {
+            "reembedded_accuracy": reembedded,
+            "history": history,
+            "final_loss": final_loss,
+            "runs": [*earlier, run],
+        }
         _write_decoder(copy.deepcopy(p).to(torch.float16), out, clip_dir, n_train, metrics)
         return metrics
 
@@ -118,7 +129,10 @@ def _write_decoder(pipe, out: Path, clip_dir: Path, n_train: int, metrics: dict[
             "data": f"{n_train} toy-world scenes (seed 11)",
             "held-out evaluation": f"240 scenes (seed 12): render from the scene's embedding (25 DDIM steps, guidance {GUIDANCE}), re-embed with the toy CLIP, zero-shot classify each factor (history: 96 scenes, 15 steps)",
             "steps": f"{sum(r['steps'] for r in runs)} in {len(runs)} run(s), each going on from the last one's weights (AdamW, warm-up then cosine to 10%, EMA 0.999):"
-            + "".join(f"\n  - `{r['command']}`: {r['steps']} steps at batch {r['batch_size']}, lr {r['lr']:g}, {r['minutes']} min on {r['device']}" for r in runs),
+            + "".join(
+                f"\n  - `{r['command']}`: {r['steps']} steps at batch {r['batch_size']}, lr {r['lr']:g}, {r['minutes']} min on {r['device']}"
+                for r in runs
+            ),
             "weights": "fp16 safetensors (loaded as float32 on the CPU)",
         },
         metrics,
@@ -133,7 +147,9 @@ def _device_words(dev: str) -> str:
     return f"{dev} ({platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
 
 
-def decoder_accuracy(pipe, embedder, held_out, held_emb, zero, device: str, steps: int, guidance: float = GUIDANCE) -> dict[str, float]:
+def decoder_accuracy(
+    pipe, embedder, held_out, held_emb, zero, device: str, steps: int, guidance: float = GUIDANCE
+) -> dict[str, float]:
     """Render each held-out scene from its embedding, re-embed the render, and zero-shot classify each factor."""
     pipe.to(device)
     gens = [torch.Generator().manual_seed(i) for i in range(len(held_out))]

@@ -35,7 +35,9 @@ def _train_task(cfg: AtlasConfig, root: str, device: str) -> dict[str, Any]:
 
     bar = tqdm(total=sc.epochs * n_rows, desc="train", unit="emb", dynamic_ncols=True)
     ckpt_dir = store.sae_dir / "checkpoint"
-    result = train_sae(epoch_batches, dim, n_rows, sc, resolve_device(device), progress=bar.update, checkpoint_dir=ckpt_dir)
+    result = train_sae(
+        epoch_batches, dim, n_rows, sc, resolve_device(device), progress=bar.update, checkpoint_dir=ckpt_dir
+    )
     bar.close()
     return _save_result(store, sc, result)
 
@@ -98,13 +100,24 @@ def run_train_data_parallel(cfg: AtlasConfig, store: AtlasStore, num_gpus: int) 
         ctx = ray.train.get_context()
 
         def epoch_batches(epoch: int):
-            for b in shard.iter_batches(batch_size=sc.batch_size, batch_format="pyarrow", local_shuffle_buffer_size=sc.shuffle_buffer, local_shuffle_seed=sc.seed + epoch):
+            for b in shard.iter_batches(
+                batch_size=sc.batch_size,
+                batch_format="pyarrow",
+                local_shuffle_buffer_size=sc.shuffle_buffer,
+                local_shuffle_seed=sc.seed + epoch,
+            ):
                 yield b.column("image_id").to_numpy(), vectors_to_numpy(b.column("embedding"), dim)
 
         result = train_sae(
-            epoch_batches, dim, n_rows // num_gpus, sc, ray.train.torch.get_device(),
-            checkpoint_dir=store.sae_dir / "checkpoint", wrap_model=ray.train.torch.prepare_model,
-            input_scale=input_scale, is_chief=ctx.get_world_rank() == 0,
+            epoch_batches,
+            dim,
+            n_rows // num_gpus,
+            sc,
+            ray.train.torch.get_device(),
+            checkpoint_dir=store.sae_dir / "checkpoint",
+            wrap_model=ray.train.torch.prepare_model,
+            input_scale=input_scale,
+            is_chief=ctx.get_world_rank() == 0,
         )
         if ctx.get_world_rank() == 0:
             _save_result(store, sc, result)

@@ -61,8 +61,16 @@ TABLES: dict[str, TableSpec] = {
             "One row per image that was embedded.",
             (
                 ("image_id", "int64", "stable 64-bit hash of the source key (the same image keeps its id across runs)"),
-                ("source", "string", "the source key: a path relative to the folder, <tar>/<key> (WebDataset), <file>#<row or key> (Parquet)"),
-                ("caption", "string", "caption from the dataset (sidecar .txt, WebDataset .txt/.json, Parquet caption column), or null"),
+                (
+                    "source",
+                    "string",
+                    "the source key: a path relative to the folder, <tar>/<key> (WebDataset), <file>#<row or key> (Parquet)",
+                ),
+                (
+                    "caption",
+                    "string",
+                    "caption from the dataset (sidecar .txt, WebDataset .txt/.json, Parquet caption column), or null",
+                ),
                 ("width", "int32", "width of the decoded image in pixels"),
                 ("height", "int32", "height of the decoded image in pixels"),
                 ("thumbnail", "binary", "small JPEG of the image for the viewer"),
@@ -94,8 +102,16 @@ TABLES: dict[str, TableSpec] = {
             (
                 ("step", "int64", "optimiser step"),
                 ("samples", "int64", "training samples seen"),
-                ("split", "string", "train (a running window) or holdout (the final evaluation; for an imported SAE, all embeddings)"),
-                ("loss", "float64", "mse + l1_coefficient * l1 (relu); mse (topk, whose l1_coefficient is 0; AuxK is not logged)"),
+                (
+                    "split",
+                    "string",
+                    "train (a running window) or holdout (the final evaluation; for an imported SAE, all embeddings)",
+                ),
+                (
+                    "loss",
+                    "float64",
+                    "mse + l1_coefficient * l1 (relu); mse (topk, whose l1_coefficient is 0; AuxK is not logged)",
+                ),
                 ("mse", "float64", "mean over inputs of the squared reconstruction error, in input units"),
                 ("l1", "float64", "mean over inputs of sum_f activation_f * ||W_dec[f]||"),
                 ("l0", "float64", "mean number of non-zero activations per input"),
@@ -127,7 +143,11 @@ TABLES: dict[str, TableSpec] = {
                 ("max_activation", "float64", "largest activation over the dataset (0 if dead)"),
                 ("activation_mass", "float64", "sum of the feature's activations over the dataset"),
                 ("decoder_norm", "float64", "L2 norm of the feature's decoder direction"),
-                ("label", "string", "a short human label: in SQL, the rank-1 word of `labels` when the stored value is null (see schemas/views.py)"),
+                (
+                    "label",
+                    "string",
+                    "a short human label: in SQL, the rank-1 word of `labels` when the stored value is null (see schemas/views.py)",
+                ),
             ),
         ),
         TableSpec(
@@ -194,7 +214,11 @@ TABLES: dict[str, TableSpec] = {
                 ("best_feature_id", "int32", "the feature whose activation best predicts the value"),
                 ("auroc", "float64", "that feature's AUROC at predicting the value (0.5 = chance)"),
                 ("captured", "bool", "auroc >= 0.95"),
-                ("probe_auroc", "float64", "held-out AUROC of a logistic-regression probe on the embeddings: how linearly the embedding encodes the value, a ceiling for any single feature"),
+                (
+                    "probe_auroc",
+                    "float64",
+                    "held-out AUROC of a logistic-regression probe on the embeddings: how linearly the embedding encodes the value, a ceiling for any single feature",
+                ),
             ),
         ),
     )

@@ -39,7 +39,9 @@ def one_error_line(proc: subprocess.CompletedProcess, message: str) -> None:
 
 def checksums(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -107,15 +109,26 @@ def _cases(atlas: dict, tmp: Path) -> dict[str, tuple[list[str], str]]:
     no_decoder = tmp / "no-decoder.toml"
     no_decoder.write_text(atlas["cfg"].read_text() + '[models]\ndecoder = "builtin:no-such-decoder"\n')
     return {
-        "unknown decoder": (["build", "--config", str(no_decoder), "--out", out], "unknown built-in model 'builtin:no-such-decoder'"),
+        "unknown decoder": (
+            ["build", "--config", str(no_decoder), "--out", out],
+            "unknown built-in model 'builtin:no-such-decoder'",
+        ),
         "missing source": (["build", "--config", str(missing), "--out", out], "no such folder"),
         "unknown config key": (["build", "--config", str(typo), "--out", out], "unknown key 'sae.expansion'"),
-        "output inside a file": (["build", "--config", str(atlas["cfg"]), "--out", f"{a_file}/atlas"], "cannot write the atlas here"),
-        "output is a file": (["embed", "--config", str(atlas["cfg"]), "--atlas", str(a_file)], "cannot write the atlas here"),
+        "output inside a file": (
+            ["build", "--config", str(atlas["cfg"]), "--out", f"{a_file}/atlas"],
+            "cannot write the atlas here",
+        ),
+        "output is a file": (
+            ["embed", "--config", str(atlas["cfg"]), "--atlas", str(a_file)],
+            "cannot write the atlas here",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["missing source", "unknown config key", "unknown decoder", "output inside a file", "output is a file"])
+@pytest.mark.parametrize(
+    "case", ["missing source", "unknown config key", "unknown decoder", "output inside a file", "output is a file"]
+)
 def test_a_run_that_cannot_go_on_leaves_the_atlas_unchanged(atlas, tmp_path, case):
     before = checksums(atlas["out"])
     args, message = _cases(atlas, tmp_path)[case]
@@ -161,7 +174,9 @@ def test_a_parquet_source_without_an_image_column_is_one_line_and_the_atlas_is_u
     cfg = tmp_path / "parquet.toml"
     cfg.write_text(f'[data]\nsource = "parquet:{tmp_path / "meta.parquet"}"\n')
     before = checksums(atlas["out"])
-    one_error_line(atlas_cli("embed", "--config", str(cfg), "--atlas", str(atlas["out"])), "meta.parquet: no image column")
+    one_error_line(
+        atlas_cli("embed", "--config", str(cfg), "--atlas", str(atlas["out"])), "meta.parquet: no image column"
+    )
     assert checksums(atlas["out"]) == before
 
 

@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from toy_atlas import build_toy_atlas
 
 CHROMIUM_ARGS = [
@@ -33,7 +32,9 @@ def chromium_path() -> str:
     if found:
         return found
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("chromium is not installed and cannot be installed here (needs apt-get as root): apt-get install -y chromium")
+        pytest.skip(
+            "chromium is not installed and cannot be installed here (needs apt-get as root): apt-get install -y chromium"
+        )
     proc = subprocess.run(
         "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
         shell=True, capture_output=True, text=True, timeout=600,
@@ -54,7 +55,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"the viewer exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(
+                f"the viewer exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.read().decode().strip() == "ok":

@@ -12,7 +12,11 @@ from atlas.store import AtlasStore, table_from_rows
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     s = AtlasStore(tmp_path_factory.mktemp("catalog"))
-    s.write_part("embeddings", "part-00000", table_from_rows("embeddings", {"image_id": [1, 2, 3], "embedding": [[1, 0], [0, 1], [1, 1]]}, 2))
+    s.write_part(
+        "embeddings",
+        "part-00000",
+        table_from_rows("embeddings", {"image_id": [1, 2, 3], "embedding": [[1, 0], [0, 1], [1, 1]]}, 2),
+    )
     n = 50
     s.write_part("features", "part-00000", table_from_rows("features", {
         "feature_id": list(range(n)), "alive": [f % 3 != 0 for f in range(n)], "frequency": [f / n for f in range(n)],
@@ -26,7 +30,9 @@ def store(tmp_path_factory):
 def test_queries_see_every_table_and_vectors_are_arrays(store):
     assert query(store, "SELECT count(*) AS n FROM features WHERE alive").column("n").to_pylist() == [33]
     assert query(store, "SELECT count(*) AS n FROM icons").column("n").to_pylist() == [0]  # no parts: empty view
-    cos = query(store, "SELECT array_cosine_similarity(embedding, [1.0, 0.0]::FLOAT[2]) AS c FROM embeddings ORDER BY image_id")
+    cos = query(
+        store, "SELECT array_cosine_similarity(embedding, [1.0, 0.0]::FLOAT[2]) AS c FROM embeddings ORDER BY image_id"
+    )
     assert cos.column("c").to_pylist() == pytest.approx([1.0, 0.0, 2**-0.5])
 
 

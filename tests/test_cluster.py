@@ -41,7 +41,11 @@ STARTUP_S = 90
 JOB_S = 420
 # The head notices a dead node after about period x threshold; the defaults (3 s x 5 after a 5 s delay) only
 # slow the test down.
-FAST_HEALTH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "1000"}
+FAST_HEALTH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_initial_delay_ms": "1000",
+}
 
 
 def _free_port() -> int:
@@ -116,7 +120,9 @@ class LocalRayCluster:
         for attempt in range(attempts):
             self._start(name, [f"--address=127.0.0.1:{self.gcs_port}", "--num-cpus=2"])
             proc = self.nodes[name]
-            self.wait_for(lambda: proc.poll() is not None or "Ray runtime started" in self.log(name), f"worker {name} to start")
+            self.wait_for(
+                lambda: proc.poll() is not None or "Ray runtime started" in self.log(name), f"worker {name} to start"
+            )
             if proc.poll() is None:
                 return
             with contextlib.suppress(ProcessLookupError):
@@ -147,7 +153,9 @@ class LocalRayCluster:
 
     def submit(self, *entrypoint: str) -> str:
         submission = f"atlas-{os.urandom(4).hex()}"
-        proc = self.ray("job", "submit", "--address", self.address, "--submission-id", submission, "--no-wait", "--", *entrypoint)
+        proc = self.ray(
+            "job", "submit", "--address", self.address, "--submission-id", submission, "--no-wait", "--", *entrypoint
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return submission
 

@@ -42,7 +42,7 @@ def test_merged_partials_equal_the_statistics_of_the_whole_set():
     top = merged.top_images_table().to_pylist()
     for f in range(a.shape[1]):
         fired = np.flatnonzero(a[:, f] > 0)
-        want = sorted(((-a[i, f], ids[i]) for i in fired))[:k]
+        want = sorted((-a[i, f], ids[i]) for i in fired)[:k]
         got = [(r["rank"], r["image_id"], r["value"]) for r in top if r["feature_id"] == f]
         assert [g[0] for g in got] == list(range(1, len(want) + 1))
         assert [g[1] for g in got] == [w[1] for w in want]
@@ -71,14 +71,18 @@ def test_featurize_job_counts_match_the_activations_table_and_resume(tmp_path, r
         n = 40 + 5 * p
         ids = rng.integers(-(2**62), 2**62, size=n)
         x = rng.normal(size=(n, d)).astype(np.float32)
-        store.write_part("embeddings", f"part-{p:05d}", table_from_rows("embeddings", {"image_id": ids, "embedding": x}, d))
+        store.write_part(
+            "embeddings", f"part-{p:05d}", table_from_rows("embeddings", {"image_id": ids, "embedding": x}, d)
+        )
     sae = SparseAutoencoder(SAEConfig(d_in=d, n_features=32))
     with torch.no_grad():
         sae.W_enc.mul_(10)
         sae.b_enc.fill_(-0.6)  # sparse
         sae.b_enc[:5] = -1e4  # and these never fire
     sae.save(store.sae_dir)
-    cfg = AtlasConfig.model_validate({"compute": {"num_actors": 2, "actor_cpus": 0.5}, "featurize": {"top_k": 4, "batch_size": 16}})
+    cfg = AtlasConfig.model_validate(
+        {"compute": {"num_actors": 2, "actor_cpus": 0.5}, "featurize": {"top_k": 4, "batch_size": 16}}
+    )
 
     first = run_featurize(cfg, store)
     glob = f"'{store.root}/activations/*.parquet'"

@@ -56,7 +56,10 @@ subjects = ["circle", "square", "star"]
     )
     out = root / "atlas"
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "build", "--config", str(cfg), "--out", str(out)], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "jobs.cli", "build", "--config", str(cfg), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     store = AtlasStore(out)
@@ -83,9 +86,24 @@ def _frames(png: Path) -> int:
 def test_steer_by_direction_writes_a_strip_with_the_image_in_the_middle(atlas, tmp_path):
     image_id = atlas["ids"][0]["image_id"]
     out = tmp_path / "steer.png"
-    r = cli("steer", "--atlas", str(atlas["out"]), "--image", str(image_id), "--direction", "red-blue", "--frames", "5", "--out", str(out))
+    r = cli(
+        "steer",
+        "--atlas",
+        str(atlas["out"]),
+        "--image",
+        str(image_id),
+        "--direction",
+        "red-blue",
+        "--frames",
+        "5",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
-    assert "steered by direction red-blue at scales -1, -0.5, 0, 0.5, 1" in r.stdout and f"wrote {out}: 5 frames" in r.stdout
+    assert (
+        "steered by direction red-blue at scales -1, -0.5, 0, 0.5, 1" in r.stdout
+        and f"wrote {out}: 5 frames" in r.stdout
+    )
     assert _frames(out) == 5
 
     session = GenerationSession(atlas["store"], device="cpu")
@@ -103,10 +121,24 @@ def test_steer_a_feature_and_a_concept_of_an_image_file(atlas, tmp_path):
     path = atlas["images"] / source
     session = GenerationSession(atlas["store"], device="cpu")
     z = session.embedding_of(str(path))
-    np.testing.assert_allclose(z, session.embedding_of(atlas["ids"][1]["image_id"]), atol=1e-4)  # same image, same embedding
+    np.testing.assert_allclose(
+        z, session.embedding_of(atlas["ids"][1]["image_id"]), atol=1e-4
+    )  # same image, same embedding
     feature = int(np.argmax(session.sae.encode(__import__("torch").tensor(z)[None])[0].detach().numpy()))
     out = tmp_path / "f.png"
-    r = cli("steer", "-a", str(atlas["out"]), "-i", str(path), "--feature", str(feature), "--scales", "-1,0,2", "-o", str(out))
+    r = cli(
+        "steer",
+        "-a",
+        str(atlas["out"]),
+        "-i",
+        str(path),
+        "--feature",
+        str(feature),
+        "--scales",
+        "-1,0,2",
+        "-o",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     assert f"feature {feature}" in r.stdout and _frames(out) == 3
     out = tmp_path / "c.png"
@@ -136,7 +168,12 @@ def test_concepts_lists_the_concepts_and_removes_each(atlas, tmp_path):
     [
         ["--to", "OTHER", "--method", "slerp"],
         ["--to", "OTHER", "--method", "normalized_linear"],
-        ["--text", "a small red circle in the middle on a gray background", "--text0", "a small blue circle in the middle on a gray background"],
+        [
+            "--text",
+            "a small red circle in the middle on a gray background",
+            "--text0",
+            "a small blue circle in the middle on a gray background",
+        ],
         ["--noise-to-seed", "7", "--method", "slerp"],
     ],
 )
@@ -166,7 +203,10 @@ def test_interpolation_endpoints_are_the_two_images(atlas):
         (["steer", "--image", "12345", "--direction", "red-blue"], "image_id 12345: not in the atlas"),
         (["steer", "--image", "CORRUPT", "--direction", "red-blue"], "not a decodable image"),
         (["steer", "--image", "MISSING", "--direction", "red-blue"], "neither an image file nor an image_id"),
-        (["steer", "--image", "FIRST", "--direction", "happy-sad"], "direction 'happy-sad': not in this atlas (known: red-blue)"),
+        (
+            ["steer", "--image", "FIRST", "--direction", "happy-sad"],
+            "direction 'happy-sad': not in this atlas (known: red-blue)",
+        ),
         (["steer", "--image", "FIRST", "--feature", "99999"], "feature 99999: no such feature"),
         (["steer", "--image", "FIRST"], "give exactly one of --direction, --feature, --concept, --concept-along"),
         (["concepts", "--image", "FIRST", "--min-share", "0"], "min_share = 0.0"),
@@ -186,7 +226,22 @@ def test_bad_input_is_one_error_line(atlas, tmp_path, args, message):
 
 
 def test_bench_render_writes_its_json(tmp_path):
-    r = cli("bench", "render", "--out", str(tmp_path), "--n-icons", "2", "--batch-size", "2", "--steps", "1", "--repeat", "1", "--device", "cpu")
+    r = cli(
+        "bench",
+        "render",
+        "--out",
+        str(tmp_path),
+        "--n-icons",
+        "2",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--repeat",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     import json
 
@@ -246,8 +301,10 @@ def test_red_minus_blue_turns_a_blue_object_red(atlas):
         assert colours[0] == "blue" and "red" in colours[1:], colours
 
 
-@pytest.mark.xfail(reason="known weakness: the dense toy SAEs spread an object's colour over many features, so the "
-                   "concept most aligned with red-blue holds only part of it and removing it leaves the object blue")
+@pytest.mark.xfail(
+    reason="known weakness: the dense toy SAEs spread an object's colour over many features, so the "
+    "concept most aligned with red-blue holds only part of it and removing it leaves the object blue"
+)
 def test_removing_the_colour_concept_changes_the_colour(atlas):
     session, blue = _blue_objects_drawn_blue(atlas, 2)
     for scene, z in blue:

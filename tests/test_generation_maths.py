@@ -64,7 +64,9 @@ def test_slerp_is_finite_for_parallel_and_antiparallel_vectors(sign):
 def test_linear_and_normalized_linear_formulas():
     a, b = np.array([1.0, 0.0]), np.array([0.0, 2.0])
     np.testing.assert_allclose(linear(a, b, 0.25), [0.75, 0.5])
-    np.testing.assert_allclose(normalized_linear(a, b, 0.25), np.array([0.75, 0.5]) / np.sqrt(0.75**2 + 0.25**2), rtol=1e-6)
+    np.testing.assert_allclose(
+        normalized_linear(a, b, 0.25), np.array([0.75, 0.5]) / np.sqrt(0.75**2 + 0.25**2), rtol=1e-6
+    )
 
 
 def test_normalized_linear_keeps_unit_variance_for_independent_gaussians():
@@ -97,7 +99,12 @@ def test_text_diff_is_the_normalised_difference_and_slerp_keeps_the_image_norm()
 
 # ---- concepts ------------------------------------------------------------------------------------------
 def test_largest_valid_k_rule():
-    shares = {1: np.array([1.0]), 2: np.array([0.6, 0.4]), 3: np.array([0.5, 0.3, 0.2]), 4: np.array([0.4, 0.3, 0.25, 0.05])}
+    shares = {
+        1: np.array([1.0]),
+        2: np.array([0.6, 0.4]),
+        3: np.array([0.5, 0.3, 0.2]),
+        4: np.array([0.4, 0.3, 0.25, 0.05]),
+    }
     assert largest_valid_k(shares, 0.2) == 3
     assert largest_valid_k(shares, 0.05) == 4
     assert largest_valid_k(shares, 0.35) == 2

@@ -68,7 +68,12 @@ def test_render_resumes_after_a_kill_without_duplicates(store, ray_local, monkey
     assert (row["feature_scale"], row["template"], row["template_scale"], row["negative"], row["keep_error"]) == (
         7.5, "gray", pytest.approx(0.2), "template", True,
     )  # fmt: skip
-    assert (row["steps"], row["guidance_scale"], row["size"], row["seed"]) == (2, RenderConfig().guidance_scale, 32, row["feature_id"])
+    assert (row["steps"], row["guidance_scale"], row["size"], row["seed"]) == (
+        2,
+        RenderConfig().guidance_scale,
+        32,
+        row["feature_id"],
+    )
 
     # A rerun finds every part on disk: nothing is rendered, no file is rewritten.
     before = _mtimes(store)

@@ -27,7 +27,9 @@ def store(tmp_path_factory) -> AtlasStore:
     pictures = [Image.new("RGB", (32, 32), (40 * i, 200 - 30 * i, 90)) for i in range(N_IMAGES)]
     z = embedder.encode_images(pictures)
     torch.manual_seed(0)
-    sae = SparseAutoencoder(SAEConfig(d_in=DIM, n_features=N_FEATURES, input_scale=float(np.sqrt(DIM) / np.linalg.norm(z, axis=1).mean())))
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=DIM, n_features=N_FEATURES, input_scale=float(np.sqrt(DIM) / np.linalg.norm(z, axis=1).mean()))
+    )
     with torch.no_grad():
         sae.b_enc.fill_(0.05)
     sae.save(store.sae_dir)

@@ -33,22 +33,35 @@ def _weights(seed=0):
 def _saelens_folder(tmp: Path, w, **cfg) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     save_file(w, str(tmp / "sae_weights.safetensors"))
-    base = {"d_in": D, "d_sae": F, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
-            "normalize_activations": "none", "reshape_activations": "none", "architecture": "standard",
-            "metadata": {"sae_lens_version": "6.0.0", "hook_name": "clip.image_embeds"}}
+    base = {
+        "d_in": D,
+        "d_sae": F,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "architecture": "standard",
+        "metadata": {"sae_lens_version": "6.0.0", "hook_name": "clip.image_embeds"},
+    }
     (tmp / "cfg.json").write_text(json.dumps({**base, **cfg}))
     return tmp
 
 
 @pytest.mark.parametrize(
     ("arch", "apply_b_dec", "norm", "factor"),
-    [("standard", True, "none", None), ("standard", False, "none", None), ("topk", True, "none", None),
-     ("standard", True, "expected_average_only_in", 0.37)],
+    [
+        ("standard", True, "none", None),
+        ("standard", False, "none", None),
+        ("topk", True, "none", None),
+        ("standard", True, "expected_average_only_in", 0.37),
+    ],
 )
 def test_saelens_sae_encodes_like_the_saelens_formula(tmp_path, arch, apply_b_dec, norm, factor):
     w = _weights()
-    folder = _saelens_folder(tmp_path / "sl", w, architecture=arch, apply_b_dec_to_input=apply_b_dec,
-                             normalize_activations=norm, k=5)
+    folder = _saelens_folder(
+        tmp_path / "sl", w, architecture=arch, apply_b_dec_to_input=apply_b_dec, normalize_activations=norm, k=5
+    )
     sae = import_sae(folder, scaling_factor=factor)
     x = torch.randn(16, D) * 3
     c = factor or 1.0
@@ -77,7 +90,12 @@ def test_saelens_options_that_cannot_be_honoured_are_refused(tmp_path):
 def test_state_dict_relu_sae_encodes_like_its_linear_layers(tmp_path, with_pre_bias):
     torch.manual_seed(1)
     enc, dec = torch.nn.Linear(D, F), torch.nn.Linear(F, D)
-    sd = {"encoder.weight": enc.weight, "encoder.bias": enc.bias, "decoder.weight": dec.weight, "decoder.bias": dec.bias}
+    sd = {
+        "encoder.weight": enc.weight,
+        "encoder.bias": enc.bias,
+        "decoder.weight": dec.weight,
+        "decoder.bias": dec.bias,
+    }
     pre_bias = torch.randn(D)
     if with_pre_bias:
         sd["pre_bias"] = pre_bias
@@ -109,8 +127,14 @@ def _atlas_with_embeddings(root: Path, d: int) -> AtlasStore:
     store = AtlasStore(root)
     rng = np.random.default_rng(0)
     ids = rng.integers(-(2**62), 2**62, size=50)
-    store.write_part("embeddings", "part-00000", table_from_rows("embeddings", {"image_id": ids, "embedding": rng.normal(size=(50, d)).astype(np.float32)}, d))
-    store.update_manifest(lambda m: m["stages"].update({"embed": {"status": "done", "run_id": "r1", "fingerprint": "f"}}))
+    store.write_part(
+        "embeddings",
+        "part-00000",
+        table_from_rows("embeddings", {"image_id": ids, "embedding": rng.normal(size=(50, d)).astype(np.float32)}, d),
+    )
+    store.update_manifest(
+        lambda m: m["stages"].update({"embed": {"status": "done", "run_id": "r1", "fingerprint": "f"}})
+    )
     return store
 
 

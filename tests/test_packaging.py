@@ -11,8 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ray_cluster_yaml_has_the_launcher_fields_and_a_gpu_worker():
     cfg = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
-    for key in ("cluster_name", "max_workers", "provider", "auth", "available_node_types", "head_node_type",
-                "setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
+    for key in (
+        "cluster_name",
+        "max_workers",
+        "provider",
+        "auth",
+        "available_node_types",
+        "head_node_type",
+        "setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    ):
         assert key in cfg, key
     types = cfg["available_node_types"]
     assert cfg["head_node_type"] in types

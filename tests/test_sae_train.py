@@ -43,7 +43,7 @@ def test_training_learns_and_logs_the_contract_metrics():
     cfg = SAEConfigSection(
         expansion_factor=4, l1_coefficient=0.02, lr=3e-3, epochs=10, batch_size=128, log_every=10, warmup_steps=5
     )
-    batches = lambda epoch: ((ids[s : s + 500], x[s : s + 500]) for s in range(0, len(x), 500))  # noqa: E731
+    batches = lambda epoch: ((ids[s : s + 500], x[s : s + 500]) for s in range(0, len(x), 500))
     result = train_sae(batches, 16, len(x), cfg, torch.device("cpu"))
     train_rows = [r for r in result.log if r["split"] == "train"]
     assert train_rows[-1]["mse"] < 0.5 * train_rows[0]["mse"]
@@ -80,7 +80,9 @@ def test_parquet_batches_stream_every_row_once(tmp_path):
         ids = np.arange(p * 100, p * 100 + 100 - p * 7, dtype=np.int64)
         all_ids.append(ids)
         x = np.repeat(ids[:, None], 4, axis=1).astype(np.float32)
-        store.write_part("embeddings", f"part-{p:05d}", table_from_rows("embeddings", {"image_id": ids, "embedding": x}, 4))
+        store.write_part(
+            "embeddings", f"part-{p:05d}", table_from_rows("embeddings", {"image_id": ids, "embedding": x}, 4)
+        )
     paths = [str(p) for p in store.parts("embeddings")]
     got = list(parquet_batches(paths, batch_size=32, shuffle_buffer=50, seed=3))
     seen = np.concatenate([i for i, _ in got])
@@ -113,7 +115,9 @@ def test_auxk_does_not_count_the_decoder_bias_twice():
     x = torch.randn(16, 4) + 100.0
     x_hat = torch.full_like(x, 100.0)  # main reconstruction = b_dec only; residual = x - 100
     residual = x - x_hat
-    pre = torch.cat([torch.full((16, 4), -1.0), residual.clamp_min(0)], dim=1)  # dead 4..7 code the residual's positive part
+    pre = torch.cat(
+        [torch.full((16, 4), -1.0), residual.clamp_min(0)], dim=1
+    )  # dead 4..7 code the residual's positive part
     dead = torch.tensor([False] * 4 + [True] * 4)
     got = auxk_loss(sae, x, x_hat, pre, dead, aux_k=4)
     e_hat = residual.clamp_min(0)
@@ -124,9 +128,18 @@ def test_auxk_does_not_count_the_decoder_bias_twice():
 
 def test_topk_training_learns_with_exact_l0():
     ids, x = _sparse_data()
-    cfg = SAEConfigSection(kind="topk", k=6, expansion_factor=4, lr=3e-3, epochs=8, batch_size=128, log_every=10,
-                           warmup_steps=5, dead_window=1000)
-    batches = lambda epoch: ((ids[s : s + 500], x[s : s + 500]) for s in range(0, len(x), 500))  # noqa: E731
+    cfg = SAEConfigSection(
+        kind="topk",
+        k=6,
+        expansion_factor=4,
+        lr=3e-3,
+        epochs=8,
+        batch_size=128,
+        log_every=10,
+        warmup_steps=5,
+        dead_window=1000,
+    )
+    batches = lambda epoch: ((ids[s : s + 500], x[s : s + 500]) for s in range(0, len(x), 500))
     result = train_sae(batches, 16, len(x), cfg, torch.device("cpu"))
     assert result.sae.cfg.kind == "topk" and result.sae.cfg.k == 6
     assert result.holdout["explained_variance"] > 0.8
@@ -137,9 +150,19 @@ def test_topk_training_learns_with_exact_l0():
 @pytest.mark.parametrize("kind", ["relu", "topk"])
 def test_resume_from_a_checkpoint_gives_the_same_weights(tmp_path, kind):
     ids, x = _sparse_data(n=1200)
-    cfg = SAEConfigSection(kind=kind, k=4, expansion_factor=2, l1_coefficient=0.02, epochs=3, batch_size=64,
-                           log_every=4, checkpoint_every=5, warmup_steps=3, dead_window=300)
-    batches = lambda epoch: ((ids[s : s + 250], x[s : s + 250]) for s in range(0, len(x), 250))  # noqa: E731
+    cfg = SAEConfigSection(
+        kind=kind,
+        k=4,
+        expansion_factor=2,
+        l1_coefficient=0.02,
+        epochs=3,
+        batch_size=64,
+        log_every=4,
+        checkpoint_every=5,
+        warmup_steps=3,
+        dead_window=300,
+    )
+    batches = lambda epoch: ((ids[s : s + 250], x[s : s + 250]) for s in range(0, len(x), 250))
     full = train_sae(batches, 16, len(x), cfg, torch.device("cpu"))
 
     calls = {"n": 0}
@@ -158,5 +181,7 @@ def test_resume_from_a_checkpoint_gives_the_same_weights(tmp_path, kind):
         assert torch.equal(w, resumed.sae.state_dict()[name]), name
     assert resumed.log == full.log
     # a different config does not continue from this checkpoint
-    other = train_sae(batches, 16, len(x), cfg.model_copy(update={"lr": 1e-3}), torch.device("cpu"), checkpoint_dir=tmp_path)
+    other = train_sae(
+        batches, 16, len(x), cfg.model_copy(update={"lr": 1e-3}), torch.device("cpu"), checkpoint_dir=tmp_path
+    )
     assert other.resumed_from_step == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from toy_atlas import build_toy_atlas
 
 from atlas.catalog import query
 from atlas.errors import AtlasError
@@ -19,7 +20,6 @@ from atlas.labels import read_vocabulary, templates_for, vocabulary_for
 from atlas.search import AtlasSearch, decode_upload
 from atlas.toyworld.world import FACTOR_VALUES, Scene, draw_scene, read_labels
 from atlas.vector_index import build_index, is_exact, load_index, search, vector
-from toy_atlas import build_toy_atlas
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,14 @@ def toy(tmp_path_factory):
 
 
 def _top_image_sources(store, feature_id: int) -> list[str]:
-    return query(
-        store,
-        f"SELECT i.source FROM top_images t JOIN images i USING (image_id) WHERE t.feature_id = {int(feature_id)} ORDER BY t.rank",
-    ).column(0).to_pylist()
+    return (
+        query(
+            store,
+            f"SELECT i.source FROM top_images t JOIN images i USING (image_id) WHERE t.feature_id = {int(feature_id)} ORDER BY t.rank",
+        )
+        .column(0)
+        .to_pylist()
+    )
 
 
 def _share(toy, feature_id: int, factor: str, value: str) -> float:
@@ -65,7 +69,15 @@ def test_text_search_finds_features_whose_top_images_show_the_word(toy, word, fa
 def test_text_search_for_images_returns_red_images(toy):
     hits = toy["search"].images_for_text("red", 10)
     ids = hits.column("image_id").to_pylist()
-    sources = dict(zip(*(toy["store"].read_table("images", ["image_id", "source"]).column(c).to_pylist() for c in ("image_id", "source")), strict=True))
+    sources = dict(
+        zip(
+            *(
+                toy["store"].read_table("images", ["image_id", "source"]).column(c).to_pylist()
+                for c in ("image_id", "source")
+            ),
+            strict=True,
+        )
+    )
     red = [toy["truth"][sources[i]]["colour"] == "red" for i in ids]
     assert len(ids) == 10 and sum(red) >= 8, red
 
@@ -73,13 +85,22 @@ def test_text_search_for_images_returns_red_images(toy):
 def test_labels_are_stored_in_sql_and_agree_with_the_top_images(toy):
     store = toy["store"]
     alive = query(store, "SELECT count(*) FROM features WHERE alive").column(0).to_pylist()[0]
-    per_feature = query(store, "SELECT feature_id, count(*) AS n, min(rank) AS lo, max(rank) AS hi FROM labels GROUP BY 1").to_pylist()
+    per_feature = query(
+        store, "SELECT feature_id, count(*) AS n, min(rank) AS lo, max(rank) AS hi FROM labels GROUP BY 1"
+    ).to_pylist()
     assert len(per_feature) == alive and all((r["n"], r["lo"], r["hi"]) == (5, 1, 5) for r in per_feature)
-    mismatched = query(
-        store, "SELECT count(*) FROM features f JOIN labels l ON l.feature_id = f.feature_id AND l.rank = 1 WHERE f.label <> l.word"
-    ).column(0).to_pylist()
+    mismatched = (
+        query(
+            store,
+            "SELECT count(*) FROM features f JOIN labels l ON l.feature_id = f.feature_id AND l.rank = 1 WHERE f.label <> l.word",
+        )
+        .column(0)
+        .to_pylist()
+    )
     assert mismatched == [0]
-    assert query(store, "SELECT count(*) FROM features WHERE NOT alive AND label IS NOT NULL").column(0).to_pylist() == [0]
+    assert query(store, "SELECT count(*) FROM features WHERE NOT alive AND label IS NOT NULL").column(
+        0
+    ).to_pylist() == [0]
     scores = query(store, "SELECT feature_id, rank, score FROM labels ORDER BY feature_id, rank").to_pandas()
     assert (scores.groupby("feature_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
 
@@ -128,7 +149,12 @@ def test_cli_search_features_and_images(toy):
     out = subprocess.run([sys.executable, "-m", "jobs.cli", "search", "red", "--atlas", root, "--images", "-k", "2"],
                          capture_output=True, text=True, timeout=300, check=True).stdout  # fmt: skip
     assert out.count(".png") == 2
-    bad = subprocess.run([sys.executable, "-m", "jobs.cli", "search", "red", "--atlas", root, "-k", "0"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "search", "red", "--atlas", root, "-k", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
 
 
@@ -136,11 +162,15 @@ def test_search_page_finds_features_for_red(toy, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("ATLAS_DIR", str(toy["store"].root))
-    app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "viewer" / "app.py"), default_timeout=120).run()
+    app = AppTest.from_file(
+        str(Path(__file__).resolve().parent.parent / "viewer" / "app.py"), default_timeout=120
+    ).run()
     app.switch_page("pages/search.py").run()
     app.text_input(key="search_text").input("red").run()
     assert not app.exception, [e.value for e in app.exception]
-    shown = [int(b.key.removeprefix("text-feature-")) for b in app.button if b.key and b.key.startswith("text-feature-")]
+    shown = [
+        int(b.key.removeprefix("text-feature-")) for b in app.button if b.key and b.key.startswith("text-feature-")
+    ]
     assert shown[:4] == toy["search"].features_for_text("red", 4).column("feature_id").to_pylist()
     assert any(img.captions and len(img.captions) == 12 for img in app.image)  # the image results
     app.button(key=f"text-feature-{shown[0]}").click().run()

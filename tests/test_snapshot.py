@@ -33,11 +33,14 @@ def features_part(first: int, generation: float):
 
 
 def other_tables(store: AtlasStore, generation: float) -> None:
-    from atlas.featurize import activations_table
     import pyarrow as pa
 
+    from atlas.featurize import activations_table
+
     ids = pa.array([1, 2], pa.int64())
-    acts = activations_table(ids, pa.array([[0], [1]], pa.list_(pa.int32())), pa.array([[generation], [generation]], pa.list_(pa.float32())))
+    acts = activations_table(
+        ids, pa.array([[0], [1]], pa.list_(pa.int32())), pa.array([[generation], [generation]], pa.list_(pa.float32()))
+    )
     store.write_part("activations", "part-00000", acts)
     top = table_from_rows("top_images", {"feature_id": [0], "rank": [1], "image_id": [1], "value": [generation]})
     store.write_part("top_images", "part-00000", top)
@@ -47,7 +50,9 @@ def other_tables(store: AtlasStore, generation: float) -> None:
 def store(tmp_path):
     store = AtlasStore(tmp_path / "atlas")
     emb = np.random.default_rng(0).normal(size=(2, DIM)).astype(np.float32)
-    store.write_part("embeddings", "part-00000", table_from_rows("embeddings", {"image_id": [1, 2], "embedding": emb}, DIM))
+    store.write_part(
+        "embeddings", "part-00000", table_from_rows("embeddings", {"image_id": [1, 2], "embedding": emb}, DIM)
+    )
 
     def upstream_done(m):
         for name in ("embed", "train"):
@@ -76,7 +81,7 @@ def test_queries_see_the_last_committed_tables_while_a_stage_rewrites_them(store
 
         return run
 
-    say = lambda msg: None  # noqa: E731
+    say = lambda msg: None
     cfg1 = AtlasConfig()
     assert run_stage("featurize", cfg1, store, write_generation(1.0), say)
     assert generation_seen(store) == (15, 1.0, 1.0)
@@ -120,7 +125,7 @@ def test_queries_see_the_last_committed_tables_while_a_stage_rewrites_them(store
 
 
 def test_a_killed_rewrite_keeps_the_old_snapshot_until_the_rerun_commits(store):
-    say = lambda msg: None  # noqa: E731
+    say = lambda msg: None
 
     def generation(g: float, fail_after: int | None = None):
         def run():

@@ -79,7 +79,9 @@ def write_parquet(folder: Path) -> tuple[set[str], set[str]]:
         images = [_img(seed=100 + f * 10 + i) for i in range(5)] + [BAD["garbage"], None, BAD["bomb"]]
         name = f"laion-{f}.parquet"
         pq.write_table(
-            pa.table({"jpg": pa.array(images, pa.binary()), "caption": [f"c{f}-{i}" for i in range(8)], "url": ["u"] * 8}),
+            pa.table(
+                {"jpg": pa.array(images, pa.binary()), "caption": [f"c{f}-{i}" for i in range(8)], "url": ["u"] * 8}
+            ),
             folder / name,
         )
         good |= {f"{name}#{i}" for i in range(5)}
@@ -88,7 +90,13 @@ def write_parquet(folder: Path) -> tuple[set[str], set[str]]:
     for i in range(3):
         (folder / "imgs" / f"{i}.jpg").write_bytes(_img(seed=200 + i))
     pq.write_table(
-        pa.table({"key": ["a", "b", "c", "d"], "path": ["imgs/0.jpg", "imgs/1.jpg", "imgs/2.jpg", "imgs/missing.jpg"], "text": list("wxyz")}),
+        pa.table(
+            {
+                "key": ["a", "b", "c", "d"],
+                "path": ["imgs/0.jpg", "imgs/1.jpg", "imgs/2.jpg", "imgs/missing.jpg"],
+                "text": list("wxyz"),
+            }
+        ),
         folder / "paths.parquet",
     )
     good |= {"paths.parquet#a", "paths.parquet#b", "paths.parquet#c"}
@@ -144,8 +152,11 @@ def test_embed_resumes_after_a_crash_with_every_image_once(tmp_path, ray_local, 
     writer = write_webdataset if kind == "webdataset" else write_parquet
     good, bad = writer(tmp_path / "src")
     cfg = AtlasConfig.model_validate(
-        {"data": {"source": f"{kind}:{tmp_path / 'src'}", "max_image_pixels": 1_000_000},
-         "embed": {"batch_size": 4}, "compute": {"num_actors": 1, "actor_cpus": 0.5, "decode_cpus": 0.5}}
+        {
+            "data": {"source": f"{kind}:{tmp_path / 'src'}", "max_image_pixels": 1_000_000},
+            "embed": {"batch_size": 4},
+            "compute": {"num_actors": 1, "actor_cpus": 0.5, "decode_cpus": 0.5},
+        }
     )
     store = AtlasStore(tmp_path / "atlas")
     first = run_embed(cfg, store)
@@ -199,7 +210,12 @@ def test_embeddings_are_stored_raw_as_the_model_returns_them():
     emb = embed_batch(embedder, batch)
     direct = embedder.encode_pixels(batch["pixels"])
     np.testing.assert_array_equal(emb, direct)
-    rows = pa.table({k: pa.array(list(batch[k]) if batch[k].dtype == object else batch[k]) for k in ("source", "image_id", "caption", "width", "height", "error", "thumbnail")})
+    rows = pa.table(
+        {
+            k: pa.array(list(batch[k]) if batch[k].dtype == object else batch[k])
+            for k in ("source", "image_id", "caption", "width", "height", "error", "thumbnail")
+        }
+    )
     rows = rows.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
     _, embeddings, _ = split_outputs(rows, emb.shape[1])
     stored = np.stack(embeddings.column("embedding").to_numpy(zero_copy_only=False))

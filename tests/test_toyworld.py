@@ -52,10 +52,21 @@ def test_toy_decoder_training_code_runs_and_round_trips(tmp_path):
     sample = scenes(32, 3)
     emb = np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32)
     before = [p.detach().clone() for p in pipe.unet.parameters()]
-    result = train_toy_decoder(pipe, render_array(sample), emb, np.ones(8, np.float32), steps=2, batch_size=8, log=lambda _: None)
+    result = train_toy_decoder(
+        pipe, render_array(sample), emb, np.ones(8, np.float32), steps=2, batch_size=8, log=lambda _: None
+    )
     assert np.isfinite(result.final_loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, pipe.unet.parameters(), strict=True))
-    limited = train_toy_decoder(pipe, render_array(sample), emb, np.ones(8, np.float32), steps=10_000, batch_size=8, log=lambda _: None, max_seconds=1.0)
+    limited = train_toy_decoder(
+        pipe,
+        render_array(sample),
+        emb,
+        np.ones(8, np.float32),
+        steps=10_000,
+        batch_size=8,
+        log=lambda _: None,
+        max_seconds=1.0,
+    )
     assert 1 <= limited.steps < 10_000  # the time limit, not the step count, ended it
     save_toy_decoder(pipe, tmp_path / "dec")
     renderer = load_renderer(str(tmp_path / "dec"), "cpu")
@@ -67,7 +78,9 @@ def test_toy_decoder_training_code_runs_and_round_trips(tmp_path):
 def test_committed_toy_clip_keeps_its_reported_accuracy():
     card = json.loads((SHIPPED / "toy-clip" / "metrics.json").read_text())["zero_shot_accuracy"]
     acc = zero_shot_accuracy(load_embedder("builtin:toy-clip", "cpu"), scenes(300, 99))
-    assert acc["colour"] >= 0.9 and acc["shape"] >= 0.88  # the issue asks for 0.9 on both; the card reports 0.938 on 1,000 scenes
+    assert (
+        acc["colour"] >= 0.9 and acc["shape"] >= 0.88
+    )  # the issue asks for 0.9 on both; the card reports 0.938 on 1,000 scenes
     for factor in FACTORS:
         assert acc[factor] >= card[factor] - 0.06, (factor, acc[factor], card[factor])
 
@@ -90,7 +103,9 @@ def test_committed_toy_decoder_keeps_its_accuracy_and_red_minus_blue_turns_blue_
     assert acc["colour"] >= 0.9
 
     blue = [Scene("circle", "blue", "plain", bg, "big", "one", "middle", ((0.5, 0.5),)) for bg in ("gray", "sand")]
-    cfg = DirectionsConfig(mediums=["small", "big"], subjects=["circle", "square", "star"], template="a {medium} {word} {subject}")
+    cfg = DirectionsConfig(
+        mediums=["small", "big"], subjects=["circle", "square", "star"], template="a {medium} {word} {subject}"
+    )
     direction = contrastive_direction(embedder, prompt_pairs("red", "blue", cfg))
     for scene in blue:
         strip = direction_strip(embedder.encode_pixels(render_array([scene]))[0], direction, [0.0, STEER_SCALE])
@@ -99,7 +114,9 @@ def test_committed_toy_decoder_keeps_its_accuracy_and_red_minus_blue_turns_blue_
         assert colours == ["blue", "red"], (scene.background, colours)
 
 
-STEER_SCALE = 1.0  # x the embedding norm: blue, purple at 0.5, red from ~0.75 (four scenes checked by eye and by this test)
+STEER_SCALE = (
+    1.0  # x the embedding norm: blue, purple at 0.5, red from ~0.75 (four scenes checked by eye and by this test)
+)
 
 
 def _colour_of(img) -> str:

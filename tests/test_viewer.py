@@ -273,7 +273,9 @@ def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStor
     app.switch_page("pages/grid.py").run()
     app.text_input(key="grid_label").input("WORD-3").run()  # case-insensitive substring of the label
     assert not _exceptions(app)
-    expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive AND label = 'word-3' ORDER BY frequency DESC, feature_id")
+    expected = _sql_column(
+        atlas, "SELECT feature_id FROM features WHERE alive AND label = 'word-3' ORDER BY frequency DESC, feature_id"
+    )
     assert expected and _shown(app) == expected
     assert any("word-3" in md.value for md in app.markdown)
 
@@ -282,18 +284,23 @@ def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStor
 
     app.text_input(key="grid_label").input("").run()
     app.number_input(key="grid_min_freq").set_value(0.25).run()
-    expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 ORDER BY frequency DESC, feature_id")
+    expected = _sql_column(
+        atlas, "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 ORDER BY frequency DESC, feature_id"
+    )
     assert _shown(app) == expected[:24]
     app.number_input(key="grid_min_mass").set_value(10.0).run()
     expected = _sql_column(
-        atlas, "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 AND activation_mass >= 10 ORDER BY frequency DESC, feature_id"
+        atlas,
+        "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 AND activation_mass >= 10 ORDER BY frequency DESC, feature_id",
     )
     assert _shown(app) == expected[:24]
 
     app.number_input(key="grid_min_freq").set_value(0.0).run()
     app.number_input(key="grid_min_mass").set_value(0.0).run()
     app.selectbox(key="grid_sort").select("activation_mass").run()
-    expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive ORDER BY activation_mass DESC, feature_id")
+    expected = _sql_column(
+        atlas, "SELECT feature_id FROM features WHERE alive ORDER BY activation_mass DESC, feature_id"
+    )
     assert _shown(app) == expected[:24]
 
 
@@ -328,7 +335,9 @@ def test_directions_page_lists_directions_and_their_features(app: AppTest) -> No
 def test_sql_page_runs_read_only_queries_with_limits(app: AppTest, atlas: AtlasStore) -> None:
     app.switch_page("pages/sql.py").run()
     assert not _exceptions(app)
-    app.text_area(key="sql_text").input("SELECT feature_id, thumbnail FROM features JOIN icons USING (feature_id) ORDER BY 1").run()
+    app.text_area(key="sql_text").input(
+        "SELECT feature_id, thumbnail FROM features JOIN icons USING (feature_id) ORDER BY 1"
+    ).run()
     app.text_area(key="sql_text").input("SELECT image_id, thumbnail FROM images ORDER BY image_id").run()
     app.number_input(key="sql_limit").set_value(5).run()
     app.button(key="sql_run").click().run()

@@ -22,7 +22,9 @@ from atlas.train import train_sae
 CLIP = "builtin:toy-clip"
 
 
-def build_toy_atlas(root: Path, n_images: int = 600, seed: int = 3, expansion: int = 4, epochs: int = 15, l1: float = 1.0) -> AtlasStore:
+def build_toy_atlas(
+    root: Path, n_images: int = 600, seed: int = 3, expansion: int = 4, epochs: int = 15, l1: float = 1.0
+) -> AtlasStore:
     """Embed, train, featurize and index a toy-world atlas at `root` (images under `root/world/images`)."""
     images = write_world(root / "world", n_images, 32, seed=seed)
     store = AtlasStore(root / "atlas")
@@ -30,14 +32,21 @@ def build_toy_atlas(root: Path, n_images: int = 600, seed: int = 3, expansion: i
     items = list(read_all(str(images), plan_shards(str(images), n_images)))
     batch = decode_items(items, embedder.geometry.size, 64, 64_000_000)
     emb = embed_batch(embedder, batch)
-    rows = pa.table({k: pa.array(list(batch[k])) for k in ("source", "image_id", "caption", "width", "height", "thumbnail", "error")})
+    rows = pa.table(
+        {
+            k: pa.array(list(batch[k]))
+            for k in ("source", "image_id", "caption", "width", "height", "thumbnail", "error")
+        }
+    )
     rows = rows.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]))
     img_t, emb_t, _ = split_outputs(rows, emb.shape[1])
     store.write_part("images", "part-00000", img_t)
     store.write_part("embeddings", "part-00000", emb_t)
 
     ids = img_t.column("image_id").to_numpy()
-    cfg = SAEConfigSection(expansion_factor=expansion, epochs=epochs, l1_coefficient=l1, batch_size=64, log_every=10, warmup_steps=20)
+    cfg = SAEConfigSection(
+        expansion_factor=expansion, epochs=epochs, l1_coefficient=l1, batch_size=64, log_every=10, warmup_steps=20
+    )
     rng = np.random.default_rng(0)
 
     def epoch_batches(epoch: int):
@@ -47,11 +56,15 @@ def build_toy_atlas(root: Path, n_images: int = 600, seed: int = 3, expansion: i
     result = train_sae(epoch_batches, emb.shape[1], len(ids), cfg, torch.device("cpu"))
     result.sae.save(store.sae_dir, extra={"holdout": result.holdout})
     log = pa.Table.from_pylist(result.log)
-    store.write_part("train_log", "part-00000", table_from_rows("train_log", {c: log.column(c) for c in log.column_names}))
+    store.write_part(
+        "train_log", "part-00000", table_from_rows("train_log", {c: log.column(c) for c in log.column_names})
+    )
 
     sae = result.sae.eval().cpu()
     sparse = SparseBatch.from_dense(encode_dense(sae, emb, torch.device("cpu")))
-    store.write_part("activations", "part-00000", activations_table(img_t.column("image_id").combine_chunks(), *sparse.lists()))
+    store.write_part(
+        "activations", "part-00000", activations_table(img_t.column("image_id").combine_chunks(), *sparse.lists())
+    )
     stats = FeatureStats.empty(sae.cfg.n_features, 8)
     stats.update_sparse(ids, sparse)
     store.write_part("features", "part-00000", stats.features_table(sae.decoder_norms().detach().double().numpy()))
@@ -61,7 +74,11 @@ def build_toy_atlas(root: Path, n_images: int = 600, seed: int = 3, expansion: i
         m["models"] = {"clip": CLIP, "decoder": "builtin:random-decoder"}
         m["config"] = {"data": {"source": str(images)}, "models": {"clip": CLIP}}
         for name in ("embed", "train", "featurize"):
-            m["stages"][name] = {"status": "done", "seconds": 1.0, "summary": {"holdout": result.holdout} if name == "train" else {}}
+            m["stages"][name] = {
+                "status": "done",
+                "seconds": 1.0,
+                "summary": {"holdout": result.holdout} if name == "train" else {},
+            }
 
     store.update_manifest(manifest)
     from jobs.index import run_index

@@ -112,9 +112,7 @@ def stages(manifest: Mapping[str, Any]) -> pd.DataFrame:
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def train_curve(store: AtlasStore) -> pd.DataFrame:
     """The SAE training curve (split = 'train'): step, explained_variance, l0, mse."""
-    return _sql(
-        store, "SELECT step, explained_variance, l0, mse FROM train_log WHERE split = 'train' ORDER BY step"
-    )
+    return _sql(store, "SELECT step, explained_variance, l0, mse FROM train_log WHERE split = 'train' ORDER BY step")
 
 
 # ---- features --------------------------------------------------------------------------------------------

@@ -44,7 +44,9 @@ def _pick_image(session: GenerationSession) -> tuple[str, np.ndarray] | None:
     """An image_id of the atlas or an uploaded file -> (what it is, its embedding)."""
     source = st.radio("Image", ["from the atlas", "upload"], horizontal=True, key="explorer_source")
     if source == "upload":
-        upload = st.file_uploader("An image (jpg, png, webp)", type=["jpg", "jpeg", "png", "webp"], key="explorer_upload")
+        upload = st.file_uploader(
+            "An image (jpg, png, webp)", type=["jpg", "jpeg", "png", "webp"], key="explorer_upload"
+        )
         if upload is None:
             return None
         if upload.size > MAX_UPLOAD_BYTES:
@@ -80,7 +82,9 @@ def image_explorer_page(store: AtlasStore | None = None) -> None:
     if picked is None:
         return
     name, z = picked
-    min_share = st.slider("minimum share of activation mass per concept", 0.02, 0.5, 0.1, 0.01, key="explorer_min_share")
+    min_share = st.slider(
+        "minimum share of activation mass per concept", 0.02, 0.5, 0.1, 0.01, key="explorer_min_share"
+    )
     concepts = image_concepts(session.sae, z, min_share=min_share, labels=session.labels())
     if not concepts:
         st.info(f"{name}: no SAE feature is active on this image.")
@@ -130,7 +134,14 @@ def steering_panel(store: AtlasStore, feature_id: int) -> None:
             rc = session.cfg.render
             t = template_embedding(session.embedder, rc.template, rc.template_prompt)
             base = icon_embeddings(session.sae, t, np.array([feature_id]), rc.template_scale, 0.0, rc.keep_error)[0]
-            rows = np.stack([base, icon_embeddings(session.sae, t, np.array([feature_id]), rc.template_scale, max(0.0, scale * unit), rc.keep_error)[0]])
+            rows = np.stack(
+                [
+                    base,
+                    icon_embeddings(
+                        session.sae, t, np.array([feature_id]), rc.template_scale, max(0.0, scale * unit), rc.keep_error
+                    )[0],
+                ]
+            )
     except AtlasError as e:
         st.error(str(e))
         return

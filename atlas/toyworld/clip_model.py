@@ -75,7 +75,11 @@ def train_toy_clip(
     t0 = time.perf_counter()
     loss_value = float("nan")
     for step in range(steps):
-        lr_now = lr * (step + 1) / warmup if step < warmup else lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        lr_now = (
+            lr * (step + 1) / warmup
+            if step < warmup
+            else lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        )
         for group in opt.param_groups:
             group["lr"] = lr_now
         idx = torch.randint(0, n_train, (batch_size,), generator=g)

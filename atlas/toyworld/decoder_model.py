@@ -26,7 +26,6 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 
-
 # Classifier-free guidance for this model: above ~2 its samples oversaturate into the wrong colours (its
 # unconditional branch saw only the 10% of dropped conditions), while 1-2 draw the scene the embedding shows.
 GUIDANCE = 1.5

@@ -61,7 +61,10 @@ with right:
 
 labels = data.feature_labels(store, feature_id)
 if not labels.empty:
-    st.markdown("**Labels** (vocabulary words by CLIP text cosine): " + ", ".join(f"{r.word} ({r.score:.2f})" for r in labels.itertuples()))
+    st.markdown(
+        "**Labels** (vocabulary words by CLIP text cosine): "
+        + ", ".join(f"{r.word} ({r.score:.2f})" for r in labels.itertuples())
+    )
 
 hist = data.activation_histogram(store, feature_id)
 if not hist.empty:
@@ -92,7 +95,9 @@ else:
 
 st.subheader("Aligned directions")
 dirs = data.directions(store)
-direction = data.search_call(store, "direction_of", feature_id) if store.index_dir.joinpath("features.faiss").exists() else None
+direction = (
+    data.search_call(store, "direction_of", feature_id) if store.index_dir.joinpath("features.faiss").exists() else None
+)
 if dirs.empty or direction is None:
     st.caption("no contrastive directions in this atlas (run `atlas directions`)")
 else:

@@ -27,9 +27,18 @@ alive_only = controls[2].checkbox("Alive only", value=True, key="grid_alive", on
 filters = st.columns(3)
 label = filters[0].text_input("Label contains", key="grid_label", max_chars=100, on_change=_first_page)
 min_frequency = filters[1].number_input(
-    "Min frequency", min_value=0.0, max_value=1.0, value=0.0, step=0.001, format="%.4f", key="grid_min_freq", on_change=_first_page
+    "Min frequency",
+    min_value=0.0,
+    max_value=1.0,
+    value=0.0,
+    step=0.001,
+    format="%.4f",
+    key="grid_min_freq",
+    on_change=_first_page,
 )
-min_mass = filters[2].number_input("Min activation mass", min_value=0.0, value=0.0, key="grid_min_mass", on_change=_first_page)
+min_mass = filters[2].number_input(
+    "Min activation mass", min_value=0.0, value=0.0, key="grid_min_mass", on_change=_first_page
+)
 flt = data.GridFilter(alive_only=alive_only, min_frequency=min_frequency, min_mass=min_mass, label=label)
 
 total = data.filtered_count(store, flt)

@@ -42,12 +42,17 @@ with text_tab:
             st.subheader(f"Images for “{text.strip()}”")
             shown = data.images_by_id(store, tuple(int(i) for i in images["image_id"]))
             if not shown.empty:
-                captions = [f"{s:.3f} · {r.caption or r.source}" for r, s in zip(shown.itertuples(), images["score"], strict=True)]
+                captions = [
+                    f"{s:.3f} · {r.caption or r.source}"
+                    for r, s in zip(shown.itertuples(), images["score"], strict=True)
+                ]
                 st.image(list(shown["thumbnail"]), caption=captions, width=128)
 
 with image_tab:
     upload = st.file_uploader(
-        f"An image (PNG, JPEG or WEBP, at most {MAX_UPLOAD_BYTES // 2**20} MiB)", type=["png", "jpg", "jpeg", "webp"], key="search_upload"
+        f"An image (PNG, JPEG or WEBP, at most {MAX_UPLOAD_BYTES // 2**20} MiB)",
+        type=["png", "jpg", "jpeg", "webp"],
+        key="search_upload",
     )
     if upload is not None:
         try:

@@ -14,7 +14,10 @@ EXAMPLE = "SELECT feature_id, label, frequency FROM features WHERE alive ORDER B
 
 store = data.current_store()
 st.title("SQL")
-st.caption(f"One read-only statement; at most {MAX_ROWS} rows, stopped after {TIMEOUT_S:g} s. Views: " + ", ".join(f"`{t}`" for t in TABLES))
+st.caption(
+    f"One read-only statement; at most {MAX_ROWS} rows, stopped after {TIMEOUT_S:g} s. Views: "
+    + ", ".join(f"`{t}`" for t in TABLES)
+)
 sql = st.text_area("Query", value=EXAMPLE, key="sql_text", max_chars=5000, height=120)
 limit = st.number_input("Row limit", min_value=1, max_value=MAX_ROWS, value=200, key="sql_limit")
 if st.button("Run", key="sql_run", type="primary") or st.session_state.get("sql_ran"):
