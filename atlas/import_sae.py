@@ -20,6 +20,7 @@ the viewer work on the imported SAE unchanged.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses pickled code: that is the point
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:  # weights_only refuses code
         raise AtlasError(
             f"{path}: not a plain state dict that loads safely ({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from None

@@ -20,6 +20,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from atlas.errors import AtlasError
@@ -50,7 +51,7 @@ def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         try:
             return pafs.FileSystem.from_uri(uri)
-        except Exception as e:  # unknown scheme, missing credentials, ...
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as e:  # unknown scheme, no creds
             raise AtlasError(f"data.source = {uri!r}: cannot open this filesystem ({e})") from None
     return pafs.LocalFileSystem(), str(uri)
 

@@ -1,6 +1,8 @@
 """The `atlas` command line: build the whole atlas or one stage, query it, describe it, view it.
 
-User mistakes (a config value, a missing folder, bad SQL) end with one line on stderr and exit status 2.
+User mistakes (a config value, a missing folder, bad SQL) end with one line on stderr and exit status 2. Any
+other failure is a bug: one line that says so and exit status 1, or its traceback with `atlas --debug ...` or
+ATLAS_DEBUG=1 in the environment.
 """
 
 from __future__ import annotations
@@ -20,11 +22,29 @@ from atlas.config import AtlasConfig, load_config
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
 from jobs import cli_data, cli_generate, cli_serve
-from jobs.cli_common import AtlasDir, ConfigFile, config_for, existing_atlas, format_table, user_errors
+from jobs.cli_common import (
+    AtlasDir,
+    ConfigFile,
+    config_for,
+    existing_atlas,
+    format_table,
+    report_failure,
+    set_debug,
+    user_errors,
+)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="CLIP Feature Atlas: SAE features of CLIP embeddings, browsable."
 )
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print the full traceback of a failure that is not a user mistake")
+    ] = False,
+) -> None:
+    set_debug(debug)
 
 
 def _say(msg: str) -> None:
@@ -198,7 +218,8 @@ def _summary(store: AtlasStore) -> str:
     feat = stages.get("featurize", {}).get("summary", {})
     if feat:
         lines.append(
-            f"  features: {feat['alive']:,} alive ({feat['dead_fraction']:.1%} dead), L0 {feat['l0']:.1f} over all images"
+            f"  features: {feat['alive']:,} alive ({feat['dead_fraction']:.1%} dead), "
+            f"L0 {feat['l0']:.1f} over all images"
         )
     fid = stages.get("render", {}).get("summary", {}).get("fidelity")
     if fid:
@@ -280,7 +301,11 @@ for _module in (cli_data, cli_generate, cli_serve):
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    # Deliberately broad: the last line of reporting, for what fails outside a command (its options, say).
+    except Exception as e:  # noqa: BLE001
+        sys.exit(report_failure(e))
 
 
 if __name__ == "__main__":

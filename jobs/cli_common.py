@@ -1,15 +1,19 @@
-"""What every `atlas` command shares: the user-error wrapper, common options, opening an existing atlas,
+"""What every `atlas` command shares: the error reporting wrapper, common options, opening an existing atlas,
 printing a table. Command modules (`jobs/cli*.py`) import from here; `jobs/cli.py` assembles the app."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.exceptions import TyperException
 
 from atlas.config import AtlasConfig, config_from_dict, load_config
 from atlas.errors import AtlasError
@@ -23,33 +27,81 @@ ConfigFile = Annotated[
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn user mistakes into one line on stderr and exit status 2, wherever they were raised (Ray included)."""
+    """Report what a command raises: a user mistake (AtlasError, wherever it was raised, Ray included) as one
+    line on stderr and exit status 2; anything else is a bug: one line that says so and exit status 1, or the
+    full traceback with --debug / ATLAS_DEBUG=1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except AtlasError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        except Exception as e:
-            cause = atlas_cause(e)
-            if cause is None:
-                raise
-            typer.echo(f"error: {cause}", err=True)
-            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # the command line's own exits and usage errors
+        # Deliberately broad: this is the top of a command, where every failure is reported, none swallowed.
+        except Exception as e:  # noqa: BLE001
+            raise typer.Exit(report_failure(e)) from None
 
     return wrapper
 
 
-def atlas_cause(e: BaseException) -> AtlasError | None:
-    seen = 0
-    while e is not None and seen < 10:
+def report_failure(e: BaseException) -> int:
+    """Print a failure as the CLI reports it (see `user_errors`); returns the exit status."""
+    cause = atlas_cause(e)
+    if cause is not None:
+        typer.echo(f"error: {cause}", err=True)
+        return 2
+    if debug_enabled():
+        traceback.print_exception(e, file=sys.stderr)
+        return 1
+    root = remote_cause(e)
+    typer.echo(
+        f"error: {type(root).__name__}: {_first_line(root)} — this is a bug, rerun with --debug "
+        "(or ATLAS_DEBUG=1) for the traceback",
+        err=True,
+    )
+    return 1
+
+
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    global _debug
+    _debug = on
+
+
+def debug_enabled() -> bool:
+    """Whether failures that are not user mistakes print their traceback: `atlas --debug ...` or ATLAS_DEBUG=1."""
+    return _debug or os.environ.get("ATLAS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def remote_cause(e: BaseException) -> BaseException:
+    """The exception a Ray task or actor raised, out of the RayTaskError(s) that carry it to the driver (as
+    `.cause`; `ray.get` raises a subclass of both RayTaskError and the cause's type, whose str() is the whole
+    remote traceback)."""
+    for _ in range(10):
+        inner = getattr(e, "cause", None)
+        if not isinstance(inner, BaseException) or inner is e:
+            break
+        e = inner
+    return e
+
+
+def atlas_cause(e: BaseException | None) -> AtlasError | None:
+    """The AtlasError that caused `e`, unwrapped from Ray's wrappers and `raise ... from` chains; None if none."""
+    for _ in range(10):
+        if e is None:
+            return None
+        e = remote_cause(e)
         if isinstance(e, AtlasError):
             return e
-        e = getattr(e, "cause", None) or e.__cause__  # RayTaskError carries the remote exception as .cause
-        seen += 1
+        e = e.__cause__
     return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def config_for(store: AtlasStore, config: Path | None) -> AtlasConfig:

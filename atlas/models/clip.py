@@ -16,12 +16,14 @@ model's device).
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 
 from atlas.errors import AtlasError
 from atlas.models.device import autocast, resolve_device
@@ -126,7 +128,7 @@ def load_embedder(spec: str, device: str = "auto") -> ClipEmbedder:
         arch, _, pretrained = spec.removeprefix("open_clip:").partition("/")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
-        except Exception as e:  # unknown arch/tag, or no network to fetch the weights
+        except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, SafetensorError) as e:  # unknown arch/tag
             raise AtlasError(f"models.clip = {spec!r}: open_clip could not load it ({_one_line(e)})") from None
         tokenizer = open_clip.get_tokenizer(arch)
         return ClipEmbedder(model, tokenizer, geometry_of(model), dev, spec)
@@ -144,7 +146,7 @@ def _load_local(path: Path, device: torch.device, spec: str) -> ClipEmbedder:
     try:
         model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{path}")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
-    except Exception as e:
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, SafetensorError) as e:
         raise AtlasError(f"{path}: open_clip could not load this model folder ({_one_line(e)})") from None
     return ClipEmbedder(model, tokenizer, geometry_of(model), device, spec)
 

@@ -109,7 +109,7 @@ def load_renderer(spec: str, device: str = "auto", half_precision: bool = True) 
         pipeline_class = ToyDecoderPipeline
     try:
         pipe = pipeline_class.from_pretrained(str(source), dtype=dtype)
-    except Exception as e:  # unknown id, no network, wrong folder
+    except (OSError, ValueError) as e:  # unknown id, no network (OSError/EnvironmentError), wrong folder
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise AtlasError(
             f"models.decoder = {spec!r}: diffusers could not load it ({type(e).__name__}: {first[:200]})"
