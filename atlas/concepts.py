@@ -109,13 +109,6 @@ def image_concepts(
     return [Concept(i, c.feature_ids, c.activations, c.mass_share, c.label) for i, c in enumerate(concepts)]
 
 
-def concept_strip(
-    sae: SparseAutoencoder, embedding: np.ndarray, concept: Concept, scales: list[float], keep_error: bool = True
-) -> np.ndarray:
-    """[len(scales), d]: the concept's features multiplied as a unit by 1 + scale (-1 removes the concept)."""
-    return group_scale_strip(sae, embedding, list(concept.feature_ids), scales, keep_error)
-
-
 def without_concepts(
     sae: SparseAutoencoder, embedding: np.ndarray, concepts: list[Concept], keep_error: bool = True
 ) -> np.ndarray:

@@ -53,16 +53,6 @@ class SparseBatch:
         return ids, pa.ListArray.from_arrays(offsets, pa.array(self.vals.numpy()))
 
 
-def sparse_rows(a_bf: torch.Tensor) -> tuple[pa.Array, pa.Array]:
-    """Non-zero activations of each row: (feature_ids list<int32>, values list<float32>), one entry per row."""
-    return SparseBatch.from_dense(a_bf).lists()
-
-
-def encode_sparse(sae: SparseAutoencoder, x_bd: np.ndarray, device: torch.device) -> tuple[pa.Array, pa.Array]:
-    """Non-zero activations of each row of `x_bd` (see `sparse_rows`)."""
-    return sparse_rows(encode_dense(sae, x_bd, device))
-
-
 def activations_table(image_ids: pa.Array, feature_ids: pa.ListArray, values: pa.ListArray) -> pa.Table:
     """Explode per-image lists into the `activations` table (one row per non-zero activation)."""
     counts = pc.list_value_length(feature_ids).to_numpy(zero_copy_only=False)

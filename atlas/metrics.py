@@ -1,4 +1,5 @@
-"""Reconstruction metrics, defined once (DESIGN.md) and accumulated exactly in float64.
+"""Reconstruction metrics, defined once (here; the README's "The atlas directory" states the same) and
+accumulated exactly in float64.
 
 explained_variance = 1 - SSE/SST with SSE = sum ||x - x_hat||^2 and SST = sum ||x - mean(x)||^2, the mean
 being per dimension over the whole evaluated set. SST is accumulated as sum x^2 - n * mean^2, so the mean

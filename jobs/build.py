@@ -234,11 +234,6 @@ def check_builtin_models(names: list[str], cfg: AtlasConfig) -> None:
             builtin_model_dir(spec)
 
 
-def record_build(store: AtlasStore, cfg: AtlasConfig) -> None:
-    """Store the config and the software versions in the manifest."""
-    store.update_manifest(lambda m: _record_build(m, cfg))
-
-
 def _record_build(m: dict[str, Any], cfg: AtlasConfig) -> None:
     import importlib.metadata as md
 

@@ -74,8 +74,9 @@ def steer(
     if not image:
         raise AtlasError("--image: give an image file or an image_id of the atlas")
     strip = run(
-        _session(atlas, device), image, direction=direction, feature=feature, concept=concept, concept_along=concept_along,
-        scales=_scales(scales, max_scale, frames), keep_error=keep_error, min_share=min_share, seed=seed,
+        _session(atlas, device), image, direction=direction, feature=feature, concept=concept,
+        concept_along=concept_along, scales=_scales(scales, max_scale, frames), keep_error=keep_error,
+        min_share=min_share, seed=seed,
     )  # fmt: skip
     _report(strip, out)
 
@@ -151,7 +152,7 @@ def bench_render(
     time for 60,000 icons on 1 and 8 GPUs."""
     from atlas.benchmark import write_result
     from atlas.models.device import resolve_device
-    from jobs.render import run_bench_render
+    from jobs.bench_render import run_bench_render
 
     dev = str(resolve_device(device))
     result = run_bench_render(decoder, clip, n_icons, batch_size, steps, size, repeat, dev)

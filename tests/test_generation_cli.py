@@ -249,7 +249,7 @@ def test_bench_render_writes_its_json(tmp_path):
     for key in ("batched_icons_per_s", "per_feature_icons_per_s", "ratio", "bare_ratio", "device"):
         assert key in data
     proj = data["projection_60k"]
-    assert "NOTES.md" in proj["basis"]  # no GPU here: the stated H100 basis
+    assert "measured on one H100" in proj["basis"]  # no GPU here: the stated H100 basis
     assert proj["one_gpu_hours"] == pytest.approx(60_000 / proj["icons_per_s_per_gpu"] / 3600)
     assert proj["eight_gpu_hours"] == pytest.approx(proj["one_gpu_hours"] / 8)
 
