@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
 from atlas.models.device import autocast
 from atlas.models.sae import SparseAutoencoder
-from atlas.store import table_from_rows
+from atlas.store import table_from_rows, vectors_to_numpy
 
 
 @torch.inference_mode()
@@ -61,6 +63,30 @@ def activations_table(image_ids: pa.Array, feature_ids: pa.ListArray, values: pa
         "activations",
         {"image_id": image_col, "feature_id": feature_ids.flatten(), "value": values.flatten()},
     )
+
+
+def featurize_batch(
+    sae: SparseAutoencoder, image_ids: pa.Array, embeddings: pa.Array, device: torch.device, stats: FeatureStats
+) -> pa.Table:
+    """Encode one batch of embeddings, fold it into `stats` and return its `activations` rows."""
+    sparse = SparseBatch.from_dense(encode_dense(sae, vectors_to_numpy(embeddings, sae.cfg.d_in), device))
+    stats.update_sparse(image_ids.to_numpy(), sparse)
+    return activations_table(image_ids, *sparse.lists())
+
+
+def featurize_part(
+    sae: SparseAutoencoder, path: str | Path, batch_size: int, device: torch.device, stats: FeatureStats
+) -> tuple[pa.Table, int]:
+    """Stream an embeddings part file in batches through `featurize_batch`: (its activations, its rows)."""
+    f = pq.ParquetFile(path)
+    pieces = [
+        featurize_batch(sae, rb.column(0), rb.column(1), device, stats)
+        for rb in f.iter_batches(batch_size=batch_size, columns=["image_id", "embedding"])
+    ]
+    if not pieces:
+        empty_lists = pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))
+        return activations_table(pa.array([], pa.int64()), *empty_lists), 0
+    return pa.concat_tables(pieces), f.metadata.num_rows
 
 
 def sparse_from_activations(table: pa.Table) -> tuple[np.ndarray, SparseBatch]:

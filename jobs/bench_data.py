@@ -10,7 +10,8 @@ import typer
 
 BenchOut = Annotated[Path, typer.Option("--out", help="folder for the result JSON")]
 
-# The H100 figures this project measured (NOTES.md): SAE 1280 -> 81,920, batch 4096, forward+backward+Adam.
+# Measured on one H100 on 2026-11-23 with random weights of the real shape: SAE 1280 -> 81,920, batch 4096,
+# forward + backward + Adam.
 H100_SAE_SAMPLES_PER_S = {"bf16_autocast": 153_000, "fp32_tf32": 124_000}
 
 
@@ -78,30 +79,23 @@ def measure_memory(stage: str, n: int, d: int) -> dict:
         store = AtlasStore(tmp)
         if stage == "embed":
             from atlas.builtin import builtin_images_dir
-            from atlas.embed import decode_items, embed_batch, split_outputs
-            from atlas.models.clip import clip_image_size, load_embedder
-            from atlas.sources import plan_shards, read_shard
+            from atlas.embed import split_outputs
+            from atlas.models.clip import clip_image_size
+            from atlas.sources import plan_shards
+            from jobs.embed import EmbedActor, _decode_shard
 
             root = builtin_images_dir("builtin:shapes", n, 32, 0)
-            embedder = load_embedder("builtin:toy-clip", "cpu")
+            uri = f"folder:{root}"
+            actor = EmbedActor("builtin:toy-clip", "cpu")  # the embed job's actor, run in this process
             baseline = _vm("VmRSS")
             _reset_peak()
             size = clip_image_size("builtin:toy-clip")
-            for shard in plan_shards(f"folder:{root}", 256):
-                items = list(read_shard(f"folder:{root}", shard.spec))
-                for s in range(0, len(items), 64):
-                    batch = decode_items(items[s : s + 64], size, 64, 10**8)
-                    emb = embed_batch(embedder, batch)
-                    import pyarrow as pa
-
-                    cols = {k: batch[k] for k in ("source", "image_id", "caption", "width", "height", "error")}
-                    rows = pa.table({k: pa.array(list(v) if v.dtype == object else v) for k, v in cols.items()})
-                    rows = rows.append_column("thumbnail", pa.array(list(batch["thumbnail"]), pa.binary()))
-                    rows = rows.append_column(
-                        "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
-                    )
-                    images, embeddings, _ = split_outputs(rows, emb.shape[1])
-                    store.write_part("embeddings", f"{shard.name}-{s}", embeddings)
+            for shard in plan_shards(uri, 256):
+                shard_row = {"part": [shard.name], "spec": [shard.spec]}
+                for i, batch in enumerate(_decode_shard(shard_row, uri, size, 64, 10**8, 64)):
+                    rows = actor(batch)
+                    _, embeddings, _ = split_outputs(rows, rows.schema.field("embedding").type.list_size)
+                    store.write_part("embeddings", f"{shard.name}-{i}", embeddings)
         else:
             _synthetic_embeddings(store, n, d)
             from atlas.train import parquet_batches, train_sae
@@ -114,18 +108,11 @@ def measure_memory(stage: str, n: int, d: int) -> dict:
             )
             result = train_sae(lambda e: parquet_batches(parts, 256, 2048, e), d, n, cfg, torch.device("cpu"))
             if stage == "featurize":
-                import pyarrow.parquet as pq
-
-                from atlas.featurize import FeatureStats, SparseBatch, activations_table, encode_dense
-                from atlas.store import vectors_to_numpy
+                from atlas.featurize import FeatureStats, featurize_part
 
                 stats = FeatureStats.empty(result.sae.cfg.n_features, 16)
                 for p in parts:
-                    for rb in pq.ParquetFile(p).iter_batches(batch_size=256):
-                        a = encode_dense(result.sae, vectors_to_numpy(rb.column(1), d), torch.device("cpu"))
-                        sparse = SparseBatch.from_dense(a)
-                        stats.update_sparse(rb.column(0).to_numpy(), sparse)
-                        activations_table(rb.column(0), *sparse.lists())
+                    featurize_part(result.sae, p, 256, torch.device("cpu"), stats)
                 assert stats.n_images == n and np.isfinite(stats.mass).all()
         return {
             "n": n,
@@ -143,7 +130,10 @@ def _memory_ratio(stage: str, n: int, d: int) -> dict:
 
     out = {}
     for size in (n, 4 * n):
-        code = f"import json; from jobs.bench_data import measure_memory; print(json.dumps(measure_memory({stage!r}, {size}, {d})))"
+        code = (
+            "import json; from jobs.bench_data import measure_memory; "
+            f"print(json.dumps(measure_memory({stage!r}, {size}, {d})))"
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
         if proc.returncode != 0:
             raise RuntimeError(f"memory probe failed: {proc.stderr[-2000:]}")
@@ -252,9 +242,9 @@ def bench_train(
         "projected_h100_epoch": {
             "what": "one epoch of 5,000,000 x 1280 -> 81,920 (expansion 64), batch 4096",
             "assumption": (
-                "no GPU was lent to this run: the bare H100 rates are the ones measured in NOTES.md (random weights of "
-                "the real shape, 153k samples/s with bf16 autocast, 124k fp32/TF32), and the pipeline keeps the same "
-                "ratio to its bare loop on the H100 as measured here on the CPU"
+                "no GPU was lent to this run: the bare H100 rates are the ones measured on 2026-11-23 "
+                "(random weights of the real shape, 153k samples/s with bf16 autocast, 124k fp32/TF32), and the "
+                "pipeline keeps the same ratio to its bare loop on the H100 as measured here on the CPU"
             ),
             "seconds_bf16": round(epoch_rows / (H100_SAE_SAMPLES_PER_S["bf16_autocast"] * min(1.0, ratio)), 1),
             "seconds_fp32": round(epoch_rows / (H100_SAE_SAMPLES_PER_S["fp32_tf32"] * min(1.0, ratio)), 1),
@@ -286,7 +276,7 @@ def bench_featurize(
     import torch
 
     from atlas.benchmark import write_result
-    from atlas.featurize import FeatureStats, SparseBatch, activations_table, encode_dense
+    from atlas.featurize import FeatureStats, featurize_part
     from atlas.models.sae import SAEConfig, SparseAutoencoder
     from atlas.store import AtlasStore, vectors_to_numpy
 
@@ -301,14 +291,11 @@ def bench_featurize(
         parts = store.parts("embeddings")
 
         def pipeline() -> int:
+            """What each featurize actor does with a part (jobs.featurize.FeaturizeActor.run_part)."""
             stats = FeatureStats.empty(sae.cfg.n_features, top_k)
             for p in parts:
-                pieces = []
-                for rb in pq.ParquetFile(p).iter_batches(batch_size=batch_size, columns=["image_id", "embedding"]):
-                    sparse = SparseBatch.from_dense(encode_dense(sae, vectors_to_numpy(rb.column(1), dim), device))
-                    stats.update_sparse(rb.column(0).to_numpy(), sparse)
-                    pieces.append(activations_table(rb.column(0), *sparse.lists()))
-                store.write_part("activations", p.stem, __import__("pyarrow").concat_tables(pieces))
+                table, _ = featurize_part(sae, p, batch_size, device, stats)
+                store.write_part("activations", p.stem, table)
             return stats.n_images
 
         x_all = torch.cat(
@@ -317,6 +304,7 @@ def bench_featurize(
 
         @torch.inference_mode()
         def bare() -> int:
+            """The SAE's encode (TopK included) over embeddings already in memory, nothing else."""
             for i in range(0, len(x_all), batch_size):
                 sae.encode(x_all[i : i + batch_size])
             return len(x_all)
@@ -422,7 +410,8 @@ def bench_embed(
             "on this 2-core CPU with the 32 px toy CLIP the model is far faster than reading, decoding and "
             "thumbnailing, and the job's fixed costs (Ray Data start, one actor loading the model ~5 s) dominate "
             "a run this small: the ratio measures the data path here, not the GPU pipeline. "
-            "bigG on an H100 eats ~520 img/s (NOTES.md): ~6 decode cores or GPU decoding keep it fed"
+            "bigG on an H100 eats ~520 img/s (measured with random weights of its shape): ~6 decode cores or GPU "
+            "decoding keep it fed"
         ),
     }
     if memory_images:

@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 from ray.util import ActorPool
 from tqdm import tqdm
 
 from atlas.config import AtlasConfig
-from atlas.featurize import FeatureStats, SparseBatch, activations_table, encode_dense, sparse_from_activations
+from atlas.featurize import FeatureStats, featurize_part, sparse_from_activations
 from atlas.models.device import resolve_device
 from atlas.models.sae import load_sae
-from atlas.store import AtlasStore, vectors_to_numpy
+from atlas.store import AtlasStore
 from jobs.runtime import actor_device, actor_options
 
 
@@ -48,23 +47,11 @@ class FeaturizeActor:
             self.stats.update_sparse(ids, sparse)
             self.stats.n_images += n_part - len(ids)
             return n_part
-        pieces = []
-        f = pq.ParquetFile(self.store.part_path("embeddings", name))
-        for rb in f.iter_batches(batch_size=self.batch_size, columns=["image_id", "embedding"]):
-            ids = rb.column(0).to_numpy()
-            a = encode_dense(self.sae, vectors_to_numpy(rb.column(1), self.sae.cfg.d_in), self.device)
-            sparse = SparseBatch.from_dense(a)
-            self.stats.update_sparse(ids, sparse)
-            pieces.append(activations_table(rb.column(0), *sparse.lists()))
-        table = (
-            pa.concat_tables(pieces)
-            if pieces
-            else activations_table(
-                pa.array([], pa.int64()), pa.array([], pa.list_(pa.int32())), pa.array([], pa.list_(pa.float32()))
-            )
+        table, n_rows = featurize_part(
+            self.sae, self.store.part_path("embeddings", name), self.batch_size, self.device, self.stats
         )
         self.store.write_part("activations", name, table)
-        return f.metadata.num_rows
+        return n_rows
 
     def partial(self) -> dict[str, np.ndarray]:
         return self.stats.to_arrays()
