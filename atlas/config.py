@@ -92,7 +92,8 @@ class RenderConfig(_Section):
     template: str = Field("gray", description="template image file, or gray (a flat mid-gray image)")
     template_prompt: str = Field(
         "",
-        description="if set, the template is this prompt's CLIP text embedding (rescaled to an image embedding's norm) instead of an image",
+        description="if set, the template is this prompt's CLIP text embedding (rescaled to an image embedding's "
+        "norm) instead of an image",
     )
     template_scale: float = Field(0.2, ge=0, le=1, description="all template activations are multiplied by this (1/5)")
     feature_scale: float = Field(

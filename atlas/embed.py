@@ -1,5 +1,6 @@
-"""The embed stage as plain functions: decode a batch of raw images from a source (`atlas/sources.py`), embed the good ones, split the result
-into the `images`, `embeddings` and `errors` tables. `jobs/embed.py` runs these in Ray; they run without it too.
+"""The embed stage as plain functions: decode a batch of raw images from a source (`atlas/sources.py`), embed
+the good ones, split the result into the `images`, `embeddings` and `errors` tables. `jobs/embed.py` runs these
+in Ray; they run without it too.
 """
 
 from __future__ import annotations

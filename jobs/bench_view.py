@@ -53,8 +53,9 @@ def write_synthetic_atlas(
     root: Path, n_features: int, n_images: int = 5000, per_image: int = 40, seed: int = 0
 ) -> AtlasStore:
     """An atlas with every table the grid and feature pages read, laid out as the stages write it:
-    `n_features` features (90% may fire) with 64 px noise icons (about 12 kB, in parts of 128) and labels, `n_images` images with thumbnails, `per_image` activations per image, top images, and
-    the FAISS index of random decoder directions."""
+    `n_features` features (90% may fire) with 64 px noise icons (about 12 kB, in parts of 128) and labels,
+    `n_images` images with thumbnails, `per_image` activations per image, top images, and the FAISS index of
+    random decoder directions."""
     from atlas.labels import read_vocabulary
 
     rng = np.random.default_rng(seed)
@@ -62,8 +63,9 @@ def write_synthetic_atlas(
     image_ids = rng.integers(-(2**62), 2**62, n_images)
     thumbs = _pngs(64, 64, seed)
     store.write_part("images", "part-00000", table_from_rows("images", {
-        "image_id": image_ids, "source": [f"img/{i}.jpg" for i in range(n_images)], "caption": [f"image {i}" for i in range(n_images)],
-        "width": [512] * n_images, "height": [512] * n_images, "thumbnail": [thumbs[i % len(thumbs)] for i in range(n_images)],
+        "image_id": image_ids, "source": [f"img/{i}.jpg" for i in range(n_images)],
+        "caption": [f"image {i}" for i in range(n_images)], "width": [512] * n_images, "height": [512] * n_images,
+        "thumbnail": [thumbs[i % len(thumbs)] for i in range(n_images)],
     }))  # fmt: skip
     store.write_part("embeddings", "part-00000", table_from_rows("embeddings", {
         "image_id": image_ids, "embedding": rng.standard_normal((n_images, DIM), dtype=np.float32),
@@ -106,9 +108,11 @@ def write_synthetic_atlas(
         store.write_part("icons", f"part-{start // ICON_PART:05d}", table_from_rows("icons", {
             "feature_id": ids, "image": [icons[int(i) % len(icons)] for i in ids],
             "feature_scale": np.full(len(ids), 50.0), "seed": ids.astype(np.int64),
-            "steps": np.full(len(ids), 12, dtype=np.int32), "fidelity_rank": rng.integers(1, 20, len(ids)).astype(np.int32),
+            "steps": np.full(len(ids), 12, dtype=np.int32),
+            "fidelity_rank": rng.integers(1, 20, len(ids)).astype(np.int32),
             "template": ["gray"] * len(ids), "template_scale": np.full(len(ids), 0.2), "negative": ["zero"] * len(ids),
-            "keep_error": np.zeros(len(ids), dtype=bool), "guidance_scale": np.full(len(ids), 4.0), "size": np.full(len(ids), 512, dtype=np.int32),
+            "keep_error": np.zeros(len(ids), dtype=bool), "guidance_scale": np.full(len(ids), 4.0),
+            "size": np.full(len(ids), 512, dtype=np.int32),
         }))  # fmt: skip
     k = 5
     store.write_part("labels", "part-00000", table_from_rows("labels", {

@@ -151,7 +151,8 @@ def _run_with_retries(name: str, run: Callable[[], dict[str, Any]], say: Callabl
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             say(
-                f"{name:<10} attempt {attempt} failed ({type(e).__name__}: {first[:200]}); resuming from its committed parts"
+                f"{name:<10} attempt {attempt} failed ({type(e).__name__}: {first[:200]}); "
+                "resuming from its committed parts"
             )
     raise AssertionError("unreachable")
 

@@ -61,7 +61,8 @@ def bench_search(
     result = run_search_bench(n, dim, queries, nprobe)
     path = write_result(out, "search", result)
     typer.echo(
-        f"{n:,} x {dim}: recall@10 {result['recall_at_10']:.3f}; per query exact {result['exact']['ms_per_query']:.2f} ms, "
+        f"{n:,} x {dim}: recall@10 {result['recall_at_10']:.3f}; "
+        f"per query exact {result['exact']['ms_per_query']:.2f} ms, "
         f"IVF {result['approximate']['ms_per_query']:.2f} ms ({result['speedup']:.1f}x); written to {path}"
     )
 

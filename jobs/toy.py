@@ -91,8 +91,9 @@ def run_train_decoder(
     t_train = time.perf_counter()
 
     def save(p, step: int, reembedded: dict[str, float], final_loss: float) -> dict[str, Any]:
-        run = {"command": _command(), "steps": step, "batch_size": batch_size, "lr": lr, "init": str(init) if init else None,
-               "minutes": round((time.perf_counter() - t_train) / 60, 1), "device": _device_words(dev)}  # fmt: skip
+        run = {"command": _command(), "steps": step, "batch_size": batch_size, "lr": lr,
+               "init": str(init) if init else None, "minutes": round((time.perf_counter() - t_train) / 60, 1),
+               "device": _device_words(dev)}  # fmt: skip
         metrics = {
             "reembedded_accuracy": reembedded,
             "history": history,
@@ -124,13 +125,20 @@ def _write_decoder(pipe, out: Path, clip_dir: Path, n_train: int, metrics: dict[
         out,
         "Toy decoder (diffusers UNet2DConditionModel conditioned on toy-CLIP image embeddings)",
         {
-            "architecture": f"UNet2DConditionModel on 2x2 space-to-depth pixels (16x16x12), {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M params, image_proj + image addition embedding (Kandinsky 2.2 style), v-prediction, cosine schedule, DDIM sampling",
-            "conditioning": f"embeddings of {clip_dir} (L2-normalised x sqrt(d) inside the pipeline); 10% replaced by the zero embedding for guidance",
+            "architecture": "UNet2DConditionModel on 2x2 space-to-depth pixels (16x16x12), "
+            f"{sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M params, image_proj + image addition "
+            "embedding (Kandinsky 2.2 style), v-prediction, cosine schedule, DDIM sampling",
+            "conditioning": f"embeddings of {clip_dir} (L2-normalised x sqrt(d) inside the pipeline); 10% replaced "
+            "by the zero embedding for guidance",
             "data": f"{n_train} toy-world scenes (seed 11)",
-            "held-out evaluation": f"240 scenes (seed 12): render from the scene's embedding (25 DDIM steps, guidance {GUIDANCE}), re-embed with the toy CLIP, zero-shot classify each factor (history: 96 scenes, 15 steps)",
-            "steps": f"{sum(r['steps'] for r in runs)} in {len(runs)} run(s), each going on from the last one's weights (AdamW, warm-up then cosine to 10%, EMA 0.999):"
+            "held-out evaluation": "240 scenes (seed 12): render from the scene's embedding (25 DDIM steps, "
+            f"guidance {GUIDANCE}), re-embed with the toy CLIP, zero-shot classify each factor (history: 96 scenes, "
+            "15 steps)",
+            "steps": f"{sum(r['steps'] for r in runs)} in {len(runs)} run(s), each going on from the last one's "
+            "weights (AdamW, warm-up then cosine to 10%, EMA 0.999):"
             + "".join(
-                f"\n  - `{r['command']}`: {r['steps']} steps at batch {r['batch_size']}, lr {r['lr']:g}, {r['minutes']} min on {r['device']}"
+                f"\n  - `{r['command']}`: {r['steps']} steps at batch {r['batch_size']}, lr {r['lr']:g}, "
+                f"{r['minutes']} min on {r['device']}"
                 for r in runs
             ),
             "weights": "fp16 safetensors (loaded as float32 on the CPU)",
@@ -144,7 +152,8 @@ def _command() -> str:
 
 
 def _device_words(dev: str) -> str:
-    return f"{dev} ({platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    cpu = platform.processor() or platform.machine()
+    return f"{dev} ({cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
 
 
 def decoder_accuracy(

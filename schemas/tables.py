@@ -64,7 +64,8 @@ TABLES: dict[str, TableSpec] = {
                 (
                     "source",
                     "string",
-                    "the source key: a path relative to the folder, <tar>/<key> (WebDataset), <file>#<row or key> (Parquet)",
+                    "the source key: a path relative to the folder, <tar>/<key> (WebDataset), "
+                    "<file>#<row or key> (Parquet)",
                 ),
                 (
                     "caption",
@@ -146,7 +147,8 @@ TABLES: dict[str, TableSpec] = {
                 (
                     "label",
                     "string",
-                    "a short human label: in SQL, the rank-1 word of `labels` when the stored value is null (see schemas/views.py)",
+                    "a short human label: in SQL, the rank-1 word of `labels` when the stored value is null "
+                    "(see schemas/views.py)",
                 ),
             ),
         ),
@@ -217,7 +219,8 @@ TABLES: dict[str, TableSpec] = {
                 (
                     "probe_auroc",
                     "float64",
-                    "held-out AUROC of a logistic-regression probe on the embeddings: how linearly the embedding encodes the value, a ceiling for any single feature",
+                    "held-out AUROC of a logistic-regression probe on the embeddings: how linearly the embedding "
+                    "encodes the value, a ceiling for any single feature",
                 ),
             ),
         ),

@@ -33,7 +33,8 @@ def chromium_path() -> str:
         return found
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         pytest.skip(
-            "chromium is not installed and cannot be installed here (needs apt-get as root): apt-get install -y chromium"
+            "chromium is not installed and cannot be installed here (needs apt-get as root): "
+            "apt-get install -y chromium"
         )
     proc = subprocess.run(
         "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",

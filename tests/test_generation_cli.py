@@ -274,11 +274,11 @@ def _colour(embedder, images: list[Image.Image], scene: Scene) -> list[str]:
 def _blue_objects_drawn_blue(atlas, n: int):
     """A toy-decoder session on the atlas, and up to `n` (scene, embedding) of blue objects it redraws blue."""
     cfg = GenerationSession(atlas["store"], device="cpu").cfg
+    models = cfg.models.model_copy(update={"decoder": "builtin:toy-decoder"})
+    render = cfg.render.model_copy(update={"steps": 25, "guidance_scale": GUIDANCE})
     session = GenerationSession(
-        atlas["store"], cfg.model_copy(update={"models": cfg.models.model_copy(update={"decoder": "builtin:toy-decoder"}),
-                                               "render": cfg.render.model_copy(update={"steps": 25, "guidance_scale": GUIDANCE})}),
-        device="cpu",
-    )  # fmt: skip
+        atlas["store"], cfg.model_copy(update={"models": models, "render": render}), device="cpu"
+    )
     found = []
     for row in atlas["ids"]:
         scene = Scene(**atlas["labels"][row["source"]], centres=())

@@ -38,7 +38,8 @@ def store(tmp_path_factory) -> AtlasStore:
     fids = list(range(N_FEATURES))
     store.write_part("features", "part-00000", table_from_rows("features", {
         "feature_id": fids, "alive": [True] * N_FEATURES, "frequency": [0.5] * N_FEATURES,
-        "mean_activation": [0.5] * N_FEATURES, "max_activation": [1.0] * N_FEATURES, "activation_mass": [1.0] * N_FEATURES,
+        "mean_activation": [0.5] * N_FEATURES, "max_activation": [1.0] * N_FEATURES,
+        "activation_mass": [1.0] * N_FEATURES,
         "decoder_norm": [0.1] * N_FEATURES, "label": [f"thing {f}" if f % 2 == 0 else None for f in fids],
     }))  # fmt: skip
     cfg = AtlasConfig.model_validate(

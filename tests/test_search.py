@@ -33,7 +33,8 @@ def _top_image_sources(store, feature_id: int) -> list[str]:
     return (
         query(
             store,
-            f"SELECT i.source FROM top_images t JOIN images i USING (image_id) WHERE t.feature_id = {int(feature_id)} ORDER BY t.rank",
+            "SELECT i.source FROM top_images t JOIN images i USING (image_id) "
+            f"WHERE t.feature_id = {int(feature_id)} ORDER BY t.rank",
         )
         .column(0)
         .to_pylist()
@@ -92,7 +93,8 @@ def test_labels_are_stored_in_sql_and_agree_with_the_top_images(toy):
     mismatched = (
         query(
             store,
-            "SELECT count(*) FROM features f JOIN labels l ON l.feature_id = f.feature_id AND l.rank = 1 WHERE f.label <> l.word",
+            "SELECT count(*) FROM features f JOIN labels l ON l.feature_id = f.feature_id AND l.rank = 1 "
+            "WHERE f.label <> l.word",
         )
         .column(0)
         .to_pylist()
@@ -142,8 +144,8 @@ def test_empty_text_is_a_user_error(toy):
 
 def test_cli_search_features_and_images(toy):
     root = str(toy["store"].root)
-    out = subprocess.run([sys.executable, "-m", "jobs.cli", "search", "red", "--atlas", root, "-k", "3", "--format", "json"],
-                         capture_output=True, text=True, timeout=300, check=True).stdout  # fmt: skip
+    cmd = [sys.executable, "-m", "jobs.cli", "search", "red", "--atlas", root, "-k", "3", "--format", "json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
     rows = json.loads(out)
     assert [r["feature_id"] for r in rows] == toy["search"].features_for_text("red", 3).column("feature_id").to_pylist()
     out = subprocess.run([sys.executable, "-m", "jobs.cli", "search", "red", "--atlas", root, "--images", "-k", "2"],
@@ -208,8 +210,8 @@ def test_large_sets_get_an_approximate_index_with_high_recall(tmp_path):
 
 
 def test_bench_search_writes_its_json(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", "search", "--n", "2000", "--dim", "16", "--queries", "20", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    cmd = [sys.executable, "-m", "jobs.cli", "bench", "search", "--n", "2000", "--dim", "16", "--queries", "20"]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "search.json").read_text())
     assert result["n"] == 2000 and 0 <= result["recall_at_10"] <= 1

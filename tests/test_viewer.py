@@ -291,7 +291,8 @@ def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStor
     app.number_input(key="grid_min_mass").set_value(10.0).run()
     expected = _sql_column(
         atlas,
-        "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 AND activation_mass >= 10 ORDER BY frequency DESC, feature_id",
+        "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 AND activation_mass >= 10 "
+        "ORDER BY frequency DESC, feature_id",
     )
     assert _shown(app) == expected[:24]
 
@@ -362,7 +363,8 @@ def test_bench_view_writes_latencies_for_both_pages(tmp_path: Path) -> None:
     import json
 
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "bench", "view", "--features", "300", "--sessions", "2", "--requests", "1", "--out", str(tmp_path)],
+        [sys.executable, "-m", "jobs.cli", "bench", "view", "--features", "300", "--sessions", "2", "--requests", "1",
+         "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
