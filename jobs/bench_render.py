@@ -64,16 +64,6 @@ def run_bench_render(
     bare_batched = best_rate(lambda: bare(batch_size), repeat)
     bare_single = best_rate(lambda: bare(1), repeat)
     on_gpu = device.startswith("cuda")
-    if on_gpu:
-        basis = f"measured here: batched icon renderer, {decoder}, {size} px, {steps} steps, batch {batch_size}"
-        gpu_rate = rate_batched
-    else:
-        basis = (
-            "no GPU in this run: the figure measured on one H100 on 2026-11-23 (Kandinsky-2.2-shaped decoder, random "
-            "weights, fp16, 12 steps, guidance 4, 512 px, batch 32: 10.7 icons/s); 8 GPUs = 8 independent Ray "
-            "actors, linear scaling (icons share no state), model loading and fidelity re-embedding not counted"
-        )
-        gpu_rate = H100_KANDINSKY_512PX["batch_32_icons_per_s"]
     return {
         "device_kind": "cuda" if on_gpu else "cpu",
         "decoder": decoder,
@@ -90,11 +80,26 @@ def run_bench_render(
         "bare_ratio": bare_batched / bare_single,
         "peak_rss_mb": peak_rss_mb(),
         "load_average_1min": os.getloadavg()[0],  # a shared machine's rates are only comparable within one run
-        "projection_60k": {
-            "basis": basis,
-            "icons_per_s_per_gpu": gpu_rate,
-            "one_gpu_hours": N_PROJECTED / gpu_rate / 3600,
-            "eight_gpu_hours": N_PROJECTED / (8 * gpu_rate) / 3600,
-            "h100_reference": H100_KANDINSKY_512PX,
-        },
+        "projection_60k": _projection(rate_batched if on_gpu else None, decoder, size, steps, batch_size),
+    }
+
+
+def _projection(gpu_rate: float | None, decoder: str, size: int, steps: int, batch_size: int) -> dict[str, Any]:
+    """Hours for 60,000 icons on 1 and 8 GPUs, from the batched rate measured here on a GPU, or else (None)
+    from the H100 figure."""
+    if gpu_rate is not None:
+        basis = f"measured here: batched icon renderer, {decoder}, {size} px, {steps} steps, batch {batch_size}"
+    else:
+        basis = (
+            "no GPU in this run: the figure measured on one H100 on 2026-11-23 (Kandinsky-2.2-shaped decoder, random "
+            "weights, fp16, 12 steps, guidance 4, 512 px, batch 32: 10.7 icons/s); 8 GPUs = 8 independent Ray "
+            "actors, linear scaling (icons share no state), model loading and fidelity re-embedding not counted"
+        )
+        gpu_rate = H100_KANDINSKY_512PX["batch_32_icons_per_s"]
+    return {
+        "basis": basis,
+        "icons_per_s_per_gpu": gpu_rate,
+        "one_gpu_hours": N_PROJECTED / gpu_rate / 3600,
+        "eight_gpu_hours": N_PROJECTED / (8 * gpu_rate) / 3600,
+        "h100_reference": H100_KANDINSKY_512PX,
     }

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jobs.cli_common import AtlasDir, ConfigFile, config_for, existing_atlas, user_errors
+
+if TYPE_CHECKING:
+    from atlas.config import AtlasConfig
+    from atlas.models.sae import SparseAutoencoder
+    from atlas.store import AtlasStore
 
 
 def import_sae_command(
@@ -22,23 +27,40 @@ def import_sae_command(
     ] = None,
 ) -> None:
     """Put an SAE trained elsewhere into an atlas (in place of `atlas train`); featurize/render/view then use it."""
-    import uuid
-
-    import numpy as np
-
     from atlas.import_sae import check_width, import_sae
-    from atlas.models.device import resolve_device
-    from atlas.store import table_from_rows
-    from atlas.train import evaluate_sae, parquet_batches
-    from jobs.build import STAGES, _now, clear_outputs, fingerprint
 
     store = existing_atlas(atlas)
     store.require_stage("embed", "'import-sae'")
     cfg = config_for(store, config)
     sae = import_sae(source, scaling_factor)
     check_width(sae, store.embedding_dim(), str(source))
+    metrics = _evaluate_on_atlas(sae, store)
+    _write_as_trained(sae, metrics, store)
+    summary = {"imported": str(source), "kind": sae.cfg.kind, "n_features": sae.cfg.n_features, "holdout": metrics}
+    _mark_train_done(store, cfg, summary)
+    typer.echo(
+        f"imported {sae.cfg.kind} SAE ({sae.cfg.d_in} -> {sae.cfg.n_features}) into {store.root}: "
+        f"on this atlas's {metrics['n']:,} embeddings explained variance {metrics['explained_variance']:.3f}, "
+        f"l0 {metrics['l0']:.1f}, dead {metrics['dead_fraction']:.1%}; next: atlas featurize --atlas {atlas}"
+    )
+
+
+def _evaluate_on_atlas(sae: SparseAutoencoder, store: AtlasStore) -> dict[str, Any]:
+    """The SAE's held-out metrics over every embedding of the atlas."""
+    from atlas.models.device import resolve_device
+    from atlas.train import evaluate_sae, parquet_batches
+
     parts = [str(p) for p in store.parts("embeddings")]
-    metrics = evaluate_sae(sae, (x for _, x in parquet_batches(parts, 4096, 1, 0)), resolve_device("cpu"))
+    return evaluate_sae(sae, (x for _, x in parquet_batches(parts, 4096, 1, 0)), resolve_device("cpu"))
+
+
+def _write_as_trained(sae: SparseAutoencoder, metrics: dict[str, Any], store: AtlasStore) -> None:
+    """Replace the train stage's outputs: the SAE (with its held-out metrics) and a one-row train log."""
+    import numpy as np
+
+    from atlas.store import table_from_rows
+    from jobs.build import STAGES, clear_outputs
+
     clear_outputs(STAGES["train"], store)
     sae.save(store.sae_dir, extra={"holdout": metrics})
     row = {
@@ -52,10 +74,17 @@ def import_sae_command(
         "part-00000",
         table_from_rows("train_log", {k: np.array([v]) if not isinstance(v, str) else [v] for k, v in row.items()}),
     )
-    fp = fingerprint(STAGES["train"], cfg, store)
-    summary = {"imported": str(source), "kind": sae.cfg.kind, "n_features": sae.cfg.n_features, "holdout": metrics}
 
-    def mark_done(m: dict) -> None:  # the train stage is done: downstream stages see a new run id and rerun
+
+def _mark_train_done(store: AtlasStore, cfg: AtlasConfig, summary: dict[str, Any]) -> None:
+    """Record the train stage as done: downstream stages see a new run id and rerun."""
+    import uuid
+
+    from jobs.build import STAGES, _now, fingerprint
+
+    fp = fingerprint(STAGES["train"], cfg, store)
+
+    def mark_done(m: dict) -> None:
         m["stages"]["train"] = {
             "status": "done",
             "fingerprint": fp,
@@ -67,11 +96,6 @@ def import_sae_command(
         }
 
     store.update_manifest(mark_done)
-    typer.echo(
-        f"imported {sae.cfg.kind} SAE ({sae.cfg.d_in} -> {sae.cfg.n_features}) into {store.root}: "
-        f"on this atlas's {metrics['n']:,} embeddings explained variance {metrics['explained_variance']:.3f}, "
-        f"l0 {metrics['l0']:.1f}, dead {metrics['dead_fraction']:.1%}; next: atlas featurize --atlas {atlas}"
-    )
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
