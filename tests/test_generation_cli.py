@@ -202,7 +202,7 @@ def test_interpolation_endpoints_are_the_two_images(atlas):
     "args, message",
     [
         (["steer", "--image", "12345", "--direction", "red-blue"], "image_id 12345: not in the atlas"),
-        (["steer", "--image", "CORRUPT", "--direction", "red-blue"], "not a decodable image"),
+        (["steer", "--image", "CORRUPT", "--direction", "red-blue"], "not a readable PNG, JPEG or WEBP image"),
         (["steer", "--image", "MISSING", "--direction", "red-blue"], "neither an image file nor an image_id"),
         (
             ["steer", "--image", "FIRST", "--direction", "happy-sad"],
