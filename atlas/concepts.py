@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from atlas.errors import AtlasError
 from atlas.models.sae import SparseAutoencoder
 from atlas.steering import group_scale_strip, sae_activations
 
@@ -82,8 +83,6 @@ def image_concepts(
 ) -> list[Concept]:
     """The concepts of one image embedding, largest mass first (see the module docstring)."""
     if not 0 < min_share <= 1:
-        from atlas.errors import AtlasError
-
         raise AtlasError(f"min_share = {min_share}: must be in (0, 1]")
     acts = sae_activations(sae, embedding)
     fids = np.flatnonzero(acts > 0)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from atlas.errors import AtlasError
+
 _PARALLEL_EPS = 1e-6
 
 
@@ -67,8 +69,6 @@ METHODS = {"linear": linear, "normalized_linear": normalized_linear, "slerp": sl
 def interpolate(a: np.ndarray, b: np.ndarray, fractions: list[float], method: str = "slerp") -> np.ndarray:
     """[len(fractions), *a.shape]: `method` (linear, normalized_linear, slerp) at each fraction g."""
     if method not in METHODS:
-        from atlas.errors import AtlasError
-
         raise AtlasError(f"interpolation method {method!r}: use one of {', '.join(METHODS)}")
     fn = METHODS[method]
     return np.stack([fn(a, b, float(g)) for g in fractions])
@@ -81,8 +81,6 @@ def text_diff(z_text: np.ndarray, z_text0: np.ndarray) -> np.ndarray:
     d = t / np.linalg.norm(t) - t0 / np.linalg.norm(t0)
     n = np.linalg.norm(d)
     if n < 1e-12:
-        from atlas.errors import AtlasError
-
         raise AtlasError("the two texts have the same embedding: their difference has no direction")
     return (d / n).astype(np.float32)
 

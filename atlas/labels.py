@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from atlas.store import atomic_write_bytes, atomic_write_json, table_from_rows
+from atlas.toyworld.world import scenes
 from atlas.vector_index import normalised
 
 VOCABULARY = Path(__file__).resolve().parent / "vocabulary" / "words.txt"
@@ -41,8 +42,6 @@ def read_vocabulary(path: Path = VOCABULARY) -> list[str]:
 
 def toy_caption_words() -> set[str]:
     """Every word of the toy world's caption language (from generated captions: deterministic)."""
-    from atlas.toyworld.world import scenes
-
     return {w for scene in scenes(2000, 0) for w in scene.caption().split()}
 
 

@@ -78,10 +78,10 @@ def measure_memory(stage: str, n: int, d: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store = AtlasStore(tmp)
         if stage == "embed":
-            from atlas.builtin import builtin_images_dir
             from atlas.embed import split_outputs
             from atlas.models.clip import clip_image_size
             from atlas.sources import plan_shards
+            from atlas.toyworld import builtin_images_dir
             from jobs.embed import EmbedActor, _decode_shard
 
             root = builtin_images_dir("builtin:shapes", n, 32, 0)
@@ -358,11 +358,11 @@ def bench_embed(
     import time
 
     from atlas.benchmark import best_rate, write_result
-    from atlas.builtin import builtin_images_dir
     from atlas.config import AtlasConfig
     from atlas.embed import decode_items
     from atlas.models.clip import clip_image_size, load_embedder
     from atlas.sources import plan_shards, read_all
+    from atlas.toyworld import builtin_images_dir
     from jobs.embed import run_embed
 
     root = builtin_images_dir("builtin:shapes", images, 32, 0)

@@ -224,6 +224,7 @@ def check_builtin_models(names: list[str], cfg: AtlasConfig) -> None:
     """Refuse an unknown built-in model, or one whose shipped weights are missing, that these stages load:
     checked for all the stages of a build before the first one runs, not when an actor fails to start."""
     from atlas.builtin import builtin_model_dir
+    from atlas.models import clip, renderer  # noqa: F401 (torch: imported here only; they register their built-ins)
 
     models = {
         "embed": [cfg.models.clip],

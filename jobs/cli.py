@@ -21,6 +21,7 @@ import typer
 from atlas.config import AtlasConfig, load_config
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
+from atlas.uploads import UPLOADS
 from jobs import cli_data, cli_generate, cli_serve
 from jobs.cli_common import (
     AtlasDir,
@@ -240,7 +241,8 @@ def view(
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_path),
         "--server.headless", "true", "--server.address", address, "--server.port", str(port),
-        "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "10", "--", "--atlas", str(store.root),
+        "--browser.gatherUsageStats", "false", "--server.maxUploadSize", str(UPLOADS.max_mib),
+        "--", "--atlas", str(store.root),
     ]  # fmt: skip
     typer.echo(f"serving {store.root} on http://{address}:{port}")
     raise typer.Exit(subprocess.call(cmd, env={**os.environ, "ATLAS_DIR": str(store.root)}))

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from atlas.errors import AtlasError
+from atlas.session import ModelSession
 from jobs.cli_common import AtlasDir, existing_atlas, user_errors
 
 ImageRef = Annotated[str, typer.Option("--image", "-i", help="an image file, or an image_id of the atlas")]
@@ -29,10 +30,8 @@ def _scales(scales: str | None, max_scale: float, frames: int) -> list[float]:
     return values
 
 
-def _session(atlas: Path, device: str):
-    from atlas.generation import GenerationSession
-
-    return GenerationSession(existing_atlas(atlas), device=device)
+def _session(atlas: Path, device: str) -> ModelSession:
+    return ModelSession(existing_atlas(atlas), device=device)
 
 
 def _report(strip, out: Path) -> None:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from atlas.errors import AtlasError
+from atlas.session import ModelSession
 from jobs.cli_common import AtlasDir, existing_atlas, format_table, user_errors
 
 BenchOut = Annotated[Path, typer.Option("--out", help="folder for the result JSON")]
@@ -20,15 +22,14 @@ def search(
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
 ) -> None:
     """Text search through the atlas's CLIP: the features (or images) that best match TEXT."""
-    from atlas.errors import AtlasError
-    from atlas.search import AtlasSearch
+    from atlas.search import AtlasSearch  # faiss
 
     if format not in ("table", "csv", "json"):
         raise AtlasError(f"--format {format!r}: use table, csv or json")
     if not 1 <= k <= 1000:
         raise AtlasError(f"-k {k}: give 1 to 1000")
     store = existing_atlas(atlas)
-    searcher = AtlasSearch(store)
+    searcher = AtlasSearch(ModelSession(store))
     if images:
         hits = searcher.images_for_text(text, k)
         sources = dict(

@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from atlas.builtin import builtin_images_dir
 from atlas.config import AtlasConfig
 from atlas.embed import decode_items, embed_batch, split_outputs
 from atlas.models.clip import clip_image_size, load_embedder
 from atlas.sources import plan_shards, read_shard
 from atlas.store import AtlasStore
+from atlas.toyworld import builtin_images_dir
 from jobs.parts import commit_parts
 from jobs.runtime import actor_device, actor_options
 

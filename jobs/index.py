@@ -9,21 +9,11 @@ from typing import Any
 import numpy as np
 
 from atlas.catalog import build_catalog
-from atlas.errors import AtlasError
 from atlas.labels import VOCABULARY_FILE, embed_vocabulary, labels_table, templates_for, vocabulary_for
 from atlas.models.sae import load_sae
+from atlas.session import clip_spec_of
 from atlas.store import AtlasStore, vectors_to_numpy
 from atlas.vector_index import FEATURES, IMAGES, build_index
-
-
-def clip_spec_of(store: AtlasStore) -> str:
-    """The CLIP that embedded this atlas (recorded in the manifest by the build)."""
-    spec = store.manifest().get("models", {}).get("clip") or (store.manifest().get("config") or {}).get(
-        "models", {}
-    ).get("clip")
-    if not spec:
-        raise AtlasError(f"{store.manifest_path}: no CLIP model recorded (models.clip); rebuild with `atlas build`")
-    return spec
 
 
 def run_labels(store: AtlasStore, w_dec: np.ndarray, device: str = "auto") -> dict[str, Any]:

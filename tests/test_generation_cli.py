@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from atlas.generation import GenerationSession, concepts_strip, interpolate_strip, steer
+from atlas.generation import concepts_strip, interpolate_strip, steer
+from atlas.session import ModelSession
 from atlas.store import AtlasStore
 from atlas.toyworld import write_world
 from atlas.toyworld.decoder_model import GUIDANCE
@@ -106,7 +107,7 @@ def test_steer_by_direction_writes_a_strip_with_the_image_in_the_middle(atlas, t
     )
     assert _frames(out) == 5
 
-    session = GenerationSession(atlas["store"], device="cpu")
+    session = ModelSession(atlas["store"], device="cpu")
     strip = steer(session, image_id, direction="red-blue", scales=[-1.0, 0.0, 1.0])
     z = session.embedding_of(image_id)
     np.testing.assert_array_equal(strip.embeddings[1], z)  # scale 0 is the stored embedding itself
@@ -119,7 +120,7 @@ def test_steer_by_direction_writes_a_strip_with_the_image_in_the_middle(atlas, t
 def test_steer_a_feature_and_a_concept_of_an_image_file(atlas, tmp_path):
     source = atlas["ids"][1]["source"]
     path = atlas["images"] / source
-    session = GenerationSession(atlas["store"], device="cpu")
+    session = ModelSession(atlas["store"], device="cpu")
     z = session.embedding_of(str(path))
     np.testing.assert_allclose(
         z, session.embedding_of(atlas["ids"][1]["image_id"]), atol=1e-4
@@ -157,7 +158,7 @@ def test_concepts_lists_the_concepts_and_removes_each(atlas, tmp_path):
     shares = [float(ln.split(":")[1].split("%")[0]) for ln in lines]
     assert all(s >= 15.0 for s in shares) and sum(shares) == pytest.approx(100, abs=0.5)
 
-    session = GenerationSession(atlas["store"], device="cpu")
+    session = ModelSession(atlas["store"], device="cpu")
     found, strip = concepts_strip(session, image_id, min_share=0.15)
     assert len(found) == len(lines) and strip.labels[0] == "original"
     np.testing.assert_array_equal(strip.embeddings[0], session.embedding_of(image_id))
@@ -187,7 +188,7 @@ def test_interpolate(atlas, tmp_path, how):
 
 
 def test_interpolation_endpoints_are_the_two_images(atlas):
-    session = GenerationSession(atlas["store"], device="cpu")
+    session = ModelSession(atlas["store"], device="cpu")
     a, b = atlas["ids"][5]["image_id"], atlas["ids"][6]["image_id"]
     strip = interpolate_strip(session, a, to=b, frames=3)
     np.testing.assert_allclose(strip.embeddings[0], session.embedding_of(a), rtol=1e-5, atol=1e-5)
@@ -201,7 +202,7 @@ def test_interpolation_endpoints_are_the_two_images(atlas):
     "args, message",
     [
         (["steer", "--image", "12345", "--direction", "red-blue"], "image_id 12345: not in the atlas"),
-        (["steer", "--image", "CORRUPT", "--direction", "red-blue"], "not a decodable image"),
+        (["steer", "--image", "CORRUPT", "--direction", "red-blue"], "not a readable PNG, JPEG or WEBP image"),
         (["steer", "--image", "MISSING", "--direction", "red-blue"], "neither an image file nor an image_id"),
         (
             ["steer", "--image", "FIRST", "--direction", "happy-sad"],
@@ -273,10 +274,10 @@ def _colour(embedder, images: list[Image.Image], scene: Scene) -> list[str]:
 
 def _blue_objects_drawn_blue(atlas, n: int):
     """A toy-decoder session on the atlas, and up to `n` (scene, embedding) of blue objects it redraws blue."""
-    cfg = GenerationSession(atlas["store"], device="cpu").cfg
+    cfg = ModelSession(atlas["store"], device="cpu").cfg
     models = cfg.models.model_copy(update={"decoder": "builtin:toy-decoder"})
     render = cfg.render.model_copy(update={"steps": 25, "guidance_scale": GUIDANCE})
-    session = GenerationSession(
+    session = ModelSession(
         atlas["store"], cfg.model_copy(update={"models": models, "render": render}), device="cpu"
     )
     found = []

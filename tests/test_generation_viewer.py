@@ -97,13 +97,13 @@ def test_steering_panel_renders_a_feature_on_the_template_and_on_an_image(store)
 
 def test_upload_is_decoded_safely(store):
     from atlas.errors import AtlasError
-    from atlas.generation import GenerationSession
+    from atlas.session import ModelSession
 
-    session = GenerationSession(store, device="cpu")
+    session = ModelSession(store, device="cpu")
     buf = io.BytesIO()
     Image.new("RGBA", (40, 20), (10, 200, 30, 128)).save(buf, format="PNG")
     assert session.embedding_of_bytes(buf.getvalue()).shape == (DIM,)
-    with pytest.raises(AtlasError, match="not a decodable image"):
+    with pytest.raises(AtlasError, match="not a readable PNG, JPEG or WEBP image"):
         session.embedding_of_bytes(b"GIF89a broken", "x.gif")
     with pytest.raises(AtlasError, match="too large"):
-        session.embedding_of_bytes(b"\0" * (20 * 1024 * 1024 + 1), "huge.png")
+        session.embedding_of_bytes(b"\0" * (10 * 1024 * 1024 + 1), "huge.png")

@@ -17,8 +17,10 @@ from toy_atlas import build_toy_atlas
 from atlas.catalog import query
 from atlas.errors import AtlasError
 from atlas.labels import read_vocabulary, templates_for, vocabulary_for
-from atlas.search import AtlasSearch, decode_upload
+from atlas.search import AtlasSearch
+from atlas.session import ModelSession
 from atlas.toyworld.world import FACTOR_VALUES, Scene, draw_scene, read_labels
+from atlas.uploads import decode_upload
 from atlas.vector_index import build_index, is_exact, load_index, search, vector
 
 
@@ -26,7 +28,11 @@ from atlas.vector_index import build_index, is_exact, load_index, search, vector
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy-search")
     store = build_toy_atlas(root, n_images=600, l1=4.0, epochs=20)
-    return {"store": store, "truth": read_labels(root / "world" / "images"), "search": AtlasSearch(store, "cpu")}
+    return {
+        "store": store,
+        "truth": read_labels(root / "world" / "images"),
+        "search": AtlasSearch(ModelSession(store, device="cpu")),
+    }
 
 
 def _top_image_sources(store, feature_id: int) -> list[str]:

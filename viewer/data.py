@@ -20,6 +20,7 @@ import streamlit as st
 
 from atlas.catalog import connect
 from atlas.errors import AtlasError
+from atlas.session import ModelSession
 from atlas.store import AtlasStore
 from schemas import TABLES
 
@@ -284,16 +285,18 @@ def run_sql(store: AtlasStore, sql: str, limit: int, timeout: float) -> pd.DataF
         cur.close()
 
 
-@st.cache_resource(hash_funcs=_HASH, show_spinner="Loading the search models…")
-def searcher(store: AtlasStore):
-    """One `AtlasSearch` per atlas, shared by all sessions (CLIP, SAE and FAISS load on first use)."""
-    from atlas.search import AtlasSearch
-
-    return AtlasSearch(store), threading.Lock()
+@st.cache_resource(hash_funcs=_HASH, show_spinner=False)
+def model_session(store: AtlasStore) -> tuple[ModelSession, threading.Lock]:
+    """One `ModelSession` per atlas, shared by all pages and browser sessions (search, steering, the image
+    explorer), with its lock. Constructing it loads nothing: CLIP, SAE, decoder and FAISS load on first use."""
+    return ModelSession(store), threading.Lock()
 
 
 def search_call(store: AtlasStore, method: str, *args: Any) -> Any:
-    """Call one AtlasSearch method under its lock (torch models and lazy loading are not re-entrant)."""
-    search, lock = searcher(store)
+    """Call one `AtlasSearch` method over the atlas's session under its lock (torch models and lazy loading
+    are not re-entrant). faiss (and torch, for text and image search) load here, on the first search."""
+    from atlas.search import AtlasSearch  # faiss
+
+    session, lock = model_session(store)
     with lock:
-        return getattr(search, method)(*args)
+        return getattr(AtlasSearch(session), method)(*args)

@@ -1,8 +1,9 @@
 """Streamlit building blocks for steering: an image explorer page (an image's concepts, each with a slider, and
 the steered render) and a per-feature steering panel.
 
-Nothing here loads a model to show a page: the SAE and CLIP load when an image is explored, the decoder
-only when the user asks for a render. Models are held once per atlas with `st.cache_resource`.
+Nothing here loads a model, or imports torch or diffusers, to show a page: the SAE and CLIP load when an
+image is explored, the decoder only when the user asks for a render. The models are the atlas's one
+`ModelSession` (`viewer.data.model_session`), shared with search.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import numpy as np
 import streamlit as st
 
 from atlas.errors import AtlasError
-from atlas.generation import MAX_UPLOAD_BYTES, GenerationSession, strip_image
+from atlas.session import ModelSession
 from atlas.store import AtlasStore
+from atlas.uploads import UPLOADS
+from viewer import data
 
 _HASH = {AtlasStore: lambda s: str(s.root)}
 
 
-@st.cache_resource(hash_funcs=_HASH, show_spinner=False)
-def generation_session(store: AtlasStore) -> GenerationSession:
-    """One session (models loaded lazily, on CPU unless a GPU is present) per atlas."""
-    return GenerationSession(store)
+def generation_session(store: AtlasStore) -> ModelSession:
+    """The atlas's model session (models loaded lazily, on CPU unless a GPU is present)."""
+    return data.model_session(store)[0]
 
 
 @st.cache_resource(hash_funcs=_HASH, show_spinner="loading the decoder…")
@@ -35,23 +37,17 @@ def _renderer_or_reason(store: AtlasStore) -> tuple[bool, str]:
 
 
 def _default_store() -> AtlasStore:
-    from viewer import data
-
     return data.current_store()
 
 
-def _pick_image(session: GenerationSession) -> tuple[str, np.ndarray] | None:
+def _pick_image(session: ModelSession) -> tuple[str, np.ndarray] | None:
     """An image_id of the atlas or an uploaded file -> (what it is, its embedding)."""
     source = st.radio("Image", ["from the atlas", "upload"], horizontal=True, key="explorer_source")
     if source == "upload":
-        upload = st.file_uploader(
-            "An image (jpg, png, webp)", type=["jpg", "jpeg", "png", "webp"], key="explorer_upload"
-        )
+        upload = st.file_uploader(f"An image ({UPLOADS.describe()})", type=UPLOADS.extensions, key="explorer_upload")
         if upload is None:
             return None
-        if upload.size > MAX_UPLOAD_BYTES:
-            st.error(f"{upload.name}: too large ({upload.size:,} bytes > {MAX_UPLOAD_BYTES:,})")
-            return None
+        UPLOADS.check_size(upload.size, upload.name)  # before reading it
         return upload.name, session.embedding_of_bytes(upload.getvalue(), upload.name)
     ids = session.image_ids()
     if not ids:
@@ -68,7 +64,8 @@ def _pick_image(session: GenerationSession) -> tuple[str, np.ndarray] | None:
 
 def image_explorer_page(store: AtlasStore | None = None) -> None:
     """Pick an image, see its concepts with a slider each, and render the image with the concepts rescaled."""
-    from atlas.concepts import image_concepts
+    from atlas.concepts import image_concepts  # torch, faiss: this page explores an image
+    from atlas.generation import strip_image
     from atlas.steering import edit_activations
 
     store = store or _default_store()
@@ -85,14 +82,15 @@ def image_explorer_page(store: AtlasStore | None = None) -> None:
     min_share = st.slider(
         "minimum share of activation mass per concept", 0.02, 0.5, 0.1, 0.01, key="explorer_min_share"
     )
-    concepts = image_concepts(session.sae, z, min_share=min_share, labels=session.labels())
+    concepts = image_concepts(session.sae, z, min_share=min_share, labels=session.labels)
     if not concepts:
         st.info(f"{name}: no SAE feature is active on this image.")
         return
     st.caption(f"{name}: {len(concepts)} concepts")
     factors: dict[int, float] = {}
     for c in concepts:
-        label = f"concept {c.concept_id} · {c.label} · {c.mass_share:.0%} of the mass · features {', '.join(map(str, c.feature_ids[:8]))}"
+        members = ", ".join(map(str, c.feature_ids[:8]))
+        label = f"concept {c.concept_id} · {c.label} · {c.mass_share:.0%} of the mass · features {members}"
         value = st.slider(label, 0.0, 3.0, 1.0, 0.1, key=f"explorer_concept_{c.concept_id}")
         for f in c.feature_ids:
             factors[f] = value
@@ -108,9 +106,6 @@ def image_explorer_page(store: AtlasStore | None = None) -> None:
 
 def steering_panel(store: AtlasStore, feature_id: int) -> None:
     """A slider that adds feature `feature_id` to the icon template or to an image of the atlas, and the render."""
-    from atlas.icons import icon_embeddings, template_embedding
-    from atlas.steering import feature_strip
-
     session = generation_session(store)
     st.subheader(f"Steer with feature {feature_id}")
     target = st.radio("onto", ["the icon template", "an image"], horizontal=True, key=f"steer_target_{feature_id}")
@@ -125,6 +120,10 @@ def steering_panel(store: AtlasStore, feature_id: int) -> None:
     if not ok:
         st.info(f"No renderer available here ({why}).")
         return
+    from atlas.generation import strip_image  # torch, only once a render is asked for
+    from atlas.icons import icon_embeddings, template_embedding
+    from atlas.steering import feature_strip
+
     try:
         unit = session.feature_unit(feature_id)
         if target == "an image" and image_id is not None:

@@ -5,7 +5,8 @@ Specs:
   Kandinsky 2.2 decoder; downloads from the hub, so only where the network allows it);
 - a local directory in open_clip's own format (`open_clip_config.json` + `open_clip_model.safetensors`),
   written by `save_local_clip`, loaded through open_clip's `local-dir:` factory path;
-- `builtin:<name>`: a model this project makes and saves locally (see `atlas.builtin`).
+- `builtin:<name>`: a model this project makes or ships (the registry `atlas.builtin`; this module registers
+  `builtin:random-clip`).
 
 Embeddings are returned raw (not L2-normalised): the Kandinsky 2.2 decoder takes the image encoder's raw
 `image_embeds`. Preprocessing is split in two so that Ray CPU tasks can do the heavy part: `prepare_image`
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
+from atlas.builtin import builtin_model_dir, register_model
 from atlas.errors import AtlasError
 from atlas.models.device import autocast, resolve_device
 
@@ -120,8 +122,6 @@ def load_embedder(spec: str, device: str = "auto") -> ClipEmbedder:
 
     dev = resolve_device(device)
     if spec.startswith("builtin:"):
-        from atlas.builtin import builtin_model_dir
-
         spec_dir = builtin_model_dir(spec)
         return _load_local(spec_dir, dev, spec)
     if spec.startswith("open_clip:"):
@@ -180,8 +180,6 @@ def clip_image_size(spec: str) -> int:
     import open_clip
 
     if spec.startswith("builtin:"):
-        from atlas.builtin import builtin_model_dir
-
         spec = str(builtin_model_dir(spec))
     if spec.startswith("open_clip:"):
         cfg = open_clip.get_model_config(spec.removeprefix("open_clip:").partition("/")[0])
@@ -195,3 +193,23 @@ def clip_image_size(spec: str) -> int:
         cfg = json.loads(path.read_text())
         size = cfg.get("preprocess_cfg", {}).get("size") or cfg["model_cfg"]["vision_cfg"]["image_size"]
     return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+RANDOM_CLIP_CFG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def make_random_clip(out: Path) -> None:
+    """Write `builtin:random-clip` (seeded random weights) into `out`."""
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**RANDOM_CLIP_CFG)
+    model.visual.preprocess_cfg = clip_preprocess_cfg(RANDOM_CLIP_CFG["vision_cfg"]["image_size"])
+    save_local_clip(model, RANDOM_CLIP_CFG, out)
+
+
+register_model("builtin:random-clip", make_random_clip)

@@ -1,9 +1,10 @@
 """The renderer: a diffusion decoder conditioned on CLIP image embeddings (diffusers' KandinskyV22Pipeline).
 
 Specs: a diffusers model id (`kandinsky-community/kandinsky-2-2-decoder`, needs the network or a filled
-hub cache), a local folder written by `save_pretrained`, or `builtin:<name>` (a model this project makes,
-saved and loaded through the same `from_pretrained` path). A folder whose model_index.json names
-`ToyDecoderPipeline` loads the toy world's decoder, which has KandinskyV22Pipeline's call signature.
+hub cache), a local folder written by `save_pretrained`, or `builtin:<name>` (a model this project makes or
+ships, resolved by the registry `atlas.builtin`; this module registers `builtin:random-decoder`), saved and
+loaded through the same `from_pretrained` path. A folder whose model_index.json names `ToyDecoderPipeline`
+loads the toy world's decoder (`atlas.models.toy_decoder`), which has KandinskyV22Pipeline's call signature.
 
 Batches use one seeded `torch.Generator` per image, so every image in a batch is reproducible on its own
 (a single generator for the whole batch would make only the first image independent of its batch-mates).
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from atlas.builtin import builtin_model_dir, register_model
 from atlas.errors import AtlasError
+from atlas.models.clip import RANDOM_CLIP_CFG
 from atlas.models.device import resolve_device
 
 
@@ -95,8 +98,6 @@ def load_renderer(spec: str, device: str = "auto", half_precision: bool = True) 
     dev = resolve_device(device)
     source: str | Path = spec
     if spec.startswith("builtin:"):
-        from atlas.builtin import builtin_model_dir
-
         source = builtin_model_dir(spec)
     elif Path(spec).exists() and not (Path(spec) / "model_index.json").exists():
         raise AtlasError(f"models.decoder = {spec!r}: not a diffusers pipeline folder (no model_index.json)")
@@ -104,7 +105,7 @@ def load_renderer(spec: str, device: str = "auto", half_precision: bool = True) 
     pipeline_class = KandinskyV22Pipeline
     index = Path(source) / "model_index.json"
     if index.exists() and json.loads(index.read_text()).get("_class_name") == "ToyDecoderPipeline":
-        from atlas.toyworld.decoder_model import ToyDecoderPipeline
+        from atlas.models.toy_decoder import ToyDecoderPipeline  # diffusers: loaded only here
 
         pipeline_class = ToyDecoderPipeline
     try:
@@ -116,3 +117,57 @@ def load_renderer(spec: str, device: str = "auto", half_precision: bool = True) 
         ) from None
     pipe.to(dev)
     return Renderer(pipe, dev, spec)
+
+
+def make_random_decoder(out: Path) -> None:
+    """Write `builtin:random-decoder` (seeded random weights, conditioned on 64-d embeddings) into `out`."""
+    from diffusers import DDIMScheduler, KandinskyV22Pipeline, UNet2DConditionModel, VQModel
+
+    torch.manual_seed(0)
+    emb_dim = RANDOM_CLIP_CFG["embed_dim"]
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=8,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        encoder_hid_dim_type="image_proj",
+        encoder_hid_dim=emb_dim,
+        addition_embed_type="image",
+        cross_attention_dim=64,
+        attention_head_dim=16,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type=None,
+        norm_num_groups=8,
+    ).eval()
+    movq = VQModel(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+        up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        norm_type="spatial",
+        num_vq_embeddings=256,
+        vq_embed_dim=4,
+    ).eval()
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+    )
+    KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq).save_pretrained(out)
+
+
+register_model("builtin:random-decoder", make_random_decoder)

@@ -2,6 +2,14 @@
 trains on them, so that every stage of the atlas means something on a CPU and can be checked against
 ground truth."""
 
-from atlas.toyworld.world import FACTOR_VALUES, FACTORS, Scene, draw_scene, sample_scene, write_world
+from atlas.toyworld.world import (
+    FACTOR_VALUES,
+    FACTORS,
+    Scene,
+    builtin_images_dir,
+    draw_scene,
+    sample_scene,
+    write_world,
+)
 
-__all__ = ["FACTORS", "FACTOR_VALUES", "Scene", "draw_scene", "sample_scene", "write_world"]
+__all__ = ["FACTORS", "FACTOR_VALUES", "Scene", "builtin_images_dir", "draw_scene", "sample_scene", "write_world"]

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from atlas.builtin import cached_folder
+from atlas.errors import AtlasError
+
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 COLOURS = {
     "red": (220, 30, 30),
@@ -169,3 +172,11 @@ def read_labels(image_root: Path) -> dict[str, dict[str, str]]:
     path = image_root / "labels.csv"
     with open(path, newline="") as f:
         return {row["source"]: {k: row[k] for k in FACTORS} for row in csv.DictReader(f)}
+
+
+def builtin_images_dir(spec: str, n_images: int, image_size: int, seed: int) -> Path:
+    """The image folder of a built-in dataset (`builtin:shapes`: the toy world), made on first use and cached."""
+    if spec != "builtin:shapes":
+        raise AtlasError(f"data.source = {spec!r}: unknown built-in dataset (known: builtin:shapes)")
+    name = f"shapes-n{n_images}-s{image_size}-seed{seed}"
+    return cached_folder(name, lambda out: write_world(out, n_images, image_size, seed)) / "images"

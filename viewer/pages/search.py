@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from atlas.errors import AtlasError
-from atlas.search import MAX_UPLOAD_BYTES, decode_upload
+from atlas.uploads import UPLOADS, decode_upload
 from viewer import data
 from viewer.tiles import feature_tiles
 
@@ -50,15 +50,14 @@ with text_tab:
 
 with image_tab:
     upload = st.file_uploader(
-        f"An image (PNG, JPEG or WEBP, at most {MAX_UPLOAD_BYTES // 2**20} MiB)",
-        type=["png", "jpg", "jpeg", "webp"],
+        f"An image ({UPLOADS.describe()})",
+        type=UPLOADS.extensions,
         key="search_upload",
     )
     if upload is not None:
         try:
-            if upload.size > MAX_UPLOAD_BYTES:
-                raise AtlasError(f"the upload is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-            image = decode_upload(upload.getvalue())
+            UPLOADS.check_size(upload.size, upload.name)  # before reading it
+            image = decode_upload(upload.getvalue(), upload.name)
             hits = data.search_call(store, "features_for_image", image, K).to_pandas()
         except AtlasError as e:
             st.error(str(e))
