@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from atlas.errors import AtlasError
-from atlas.models.sae import SparseAutoencoder
+from atlas.models.sae.autoencoder import SparseAutoencoder
 from atlas.steering import group_scale_strip, sae_activations
 
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from atlas.errors import AtlasError
+from atlas.models.sae.registry import DEFAULT_KIND, VARIANTS, SAESettings
+from atlas.models.sae.relu import ReLU
 
 
 class _Section(BaseModel):
@@ -55,27 +57,6 @@ class ComputeConfig(_Section):
 class EmbedConfig(_Section):
     batch_size: int = Field(64, ge=1)
     part_size: int = Field(512, ge=1, description="images per output part (the unit of resume)")
-
-
-class SAEConfigSection(_Section):
-    kind: Literal["relu", "topk"] = Field("relu", description="relu (ReLU + decoder-norm-weighted L1) or topk (+ AuxK)")
-    expansion_factor: int = Field(4, ge=1, description="n_features = expansion_factor * embedding width")
-    l1_coefficient: float = Field(0.2, ge=0, description="weight of the L1 penalty (relu only)")
-    k: int = Field(8, ge=1, description="active features per input (topk only)")
-    aux_k: int = Field(0, ge=0, description="dead features the AuxK loss may use per input (topk only; 0 = d_in / 2)")
-    aux_coefficient: float = Field(
-        1 / 32, ge=0, description="weight of the AuxK loss against dead features (topk only)"
-    )
-    lr: float = Field(3e-3, gt=0, description="peak Adam learning rate")
-    warmup_steps: int = Field(100, ge=0, description="linear learning-rate warm-up, then cosine decay to 10%")
-    batch_size: int = Field(128, ge=1, description="training rows per optimiser step")
-    epochs: int = Field(30, ge=1, description="passes over the training split")
-    log_every: int = Field(25, ge=1, description="steps between train_log rows")
-    checkpoint_every: int = Field(200, ge=0, description="steps between resumable checkpoints (0 = none)")
-    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="share of images (by id hash) kept for evaluation")
-    dead_window: int = Field(5000, ge=1, description="samples without firing after which a feature counts as dead")
-    shuffle_buffer: int = Field(4096, ge=1, description="rows in the streaming shuffle buffer")
-    seed: int = Field(0, description="initialisation and data-order seed")
 
 
 class FeaturizeConfig(_Section):
@@ -144,11 +125,18 @@ class AtlasConfig(_Section):
     models: ModelsConfig = ModelsConfig()
     compute: ComputeConfig = ComputeConfig()
     embed: EmbedConfig = EmbedConfig()
-    sae: SAEConfigSection = SAEConfigSection()
+    sae: SAESettings = Field(default_factory=ReLU)  # one section per SAE variant, told apart by `kind`
     featurize: FeaturizeConfig = FeaturizeConfig()
     render: RenderConfig = RenderConfig()
     directions: DirectionsConfig = DirectionsConfig()
     index: IndexConfig = IndexConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sae_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sae"), dict) and "kind" not in data["sae"]:
+            data = {**data, "sae": {"kind": DEFAULT_KIND, **data["sae"]}}
+        return data
 
     @model_validator(mode="after")
     def _directions_nonempty(self) -> AtlasConfig:
@@ -164,12 +152,20 @@ class AtlasConfig(_Section):
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = [str(p) for p in first["loc"]]
+    variant = ""
+    if len(loc) > 2 and loc[0] == "sae" and loc[1] in VARIANTS:  # pydantic names the union member: drop it
+        variant = f" (sae.kind = {loc[1]!r})"
+        del loc[1]
+    key = ".".join(loc) or "(top level)"
+    if first["type"] == "union_tag_invalid" and loc == ["sae"]:
+        got_kind = first.get("ctx", {}).get("tag")
+        return f"{where}: sae.kind: {got_kind!r} is not a known SAE variant (known: {', '.join(VARIANTS)})"
     if first["type"] == "extra_forbidden":
-        return f"{where}: unknown key '{key}'"
+        return f"{where}: unknown key '{key}'{variant}"
     got = first.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
-    return f"{where}: {key}: {first['msg']}{got_text}"
+    return f"{where}: {key}: {first['msg']}{got_text}{variant}"
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> AtlasConfig:

@@ -9,7 +9,7 @@ import torch
 
 from atlas.config import DirectionsConfig
 from atlas.models.clip import ClipEmbedder
-from atlas.models.sae import SparseAutoencoder
+from atlas.models.sae.autoencoder import SparseAutoencoder
 
 
 def prompt_pairs(positive: str, negative: str, cfg: DirectionsConfig) -> list[tuple[str, str]]:

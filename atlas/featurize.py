@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from atlas.models.device import autocast
-from atlas.models.sae import SparseAutoencoder
+from atlas.models.sae.autoencoder import SparseAutoencoder
 from atlas.store import table_from_rows, vectors_to_numpy
 
 

@@ -19,7 +19,7 @@ from atlas.config import RenderConfig
 from atlas.errors import AtlasError
 from atlas.models.clip import ClipEmbedder
 from atlas.models.renderer import Renderer
-from atlas.models.sae import SparseAutoencoder
+from atlas.models.sae.autoencoder import SparseAutoencoder
 from atlas.store import AtlasStore
 
 

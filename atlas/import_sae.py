@@ -7,7 +7,9 @@ Two formats, both read without unpickling arbitrary objects:
   + b_enc)` and decodes `a @ W_dec + b_dec`, where x' is the input after `normalize_activations`:
   `none` (x' = x), or `expected_average_only_in` (x' = x * c with a dataset-wide constant c that SAELens keeps
   outside cfg.json, so it must be given: `scaling_factor`). Per-input normalisations (`constant_norm_rescale`,
-  `layer_norm`) and architectures other than `standard` (ReLU) and `topk` are refused with the reason.
+  `layer_norm`) are refused with the reason. Each variant says which SAELens `architecture` values it reads
+  (`standard`, `topk`, `batchtopk`, `jumprelu`) and maps their own tensors (JumpReLU's `threshold`, BatchTopK's
+  `topk_threshold`); `rescale_acts_by_decoder_norm` (TopK-style training SAEs) is folded into the weights.
 - **A plain PyTorch state dict** of a ReLU SAE (`.safetensors`, or `.pt`/`.pth` read with
   `torch.load(weights_only=True)`): nn.Linear-style `encoder.weight` [f, d], `encoder.bias`, `decoder.weight`
   [d, f], `decoder.bias`, or W_enc/b_enc/W_dec/b_dec names; an optional `pre_bias` (or `b_pre`) is subtracted
@@ -27,11 +29,11 @@ from typing import Any
 import torch
 
 from atlas.errors import AtlasError
-from atlas.models.sae import SAEConfig, SparseAutoencoder
+from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
+from atlas.models.sae.registry import saelens_architectures, saelens_variant
 
 SAELENS_CONFIG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
-_SAELENS_KIND = {"standard": "relu", "topk": "topk"}
 
 
 def import_sae(path: Path, scaling_factor: float | None = None) -> SparseAutoencoder:
@@ -41,7 +43,8 @@ def import_sae(path: Path, scaling_factor: float | None = None) -> SparseAutoenc
         if (path / SAELENS_CONFIG).exists():
             return from_saelens(path, scaling_factor)
         raise AtlasError(
-            f"{path}: not a SAELens folder (no {SAELENS_CONFIG}); give a folder with {SAELENS_CONFIG} + {SAELENS_WEIGHTS}, or a state-dict file"
+            f"{path}: not a SAELens folder (no {SAELENS_CONFIG}); "
+            f"give a folder with {SAELENS_CONFIG} + {SAELENS_WEIGHTS}, or a state-dict file"
         )
     if not path.exists():
         raise AtlasError(f"{path}: no such file or folder")
@@ -59,54 +62,57 @@ def from_saelens(folder: Path, scaling_factor: float | None = None) -> SparseAut
     if not (folder / SAELENS_WEIGHTS).exists():
         raise AtlasError(f"{folder}: no {SAELENS_WEIGHTS} next to {SAELENS_CONFIG}")
     arch = cfg.get("architecture", "standard")
-    if arch not in _SAELENS_KIND:
-        raise AtlasError(f"{folder}: SAELens architecture {arch!r} is not supported (supported: standard, topk)")
+    variant = saelens_variant(arch)
+    if variant is None:
+        supported = ", ".join(saelens_architectures())
+        raise AtlasError(f"{folder}: SAELens architecture {arch!r} is not supported (supported: {supported})")
     norm = cfg.get("normalize_activations", "none") or "none"
+    input_scale = _saelens_input_scale(folder, norm, scaling_factor)
+    if cfg.get("reshape_activations", "none") not in (None, "none"):
+        raise AtlasError(f"{folder}: reshape_activations = {cfg['reshape_activations']!r} is not supported")
+    rescale = bool(cfg.get("rescale_acts_by_decoder_norm"))
+    if rescale and not variant.saelens_rescale_foldable:
+        raise AtlasError(f"{folder}: rescale_acts_by_decoder_norm = true is not supported for {arch!r}")
+    if cfg.get("finetuning_scaling_factor"):
+        raise AtlasError(f"{folder}: finetuning_scaling_factor = true is not supported")
+    w = load_file(str(folder / SAELENS_WEIGHTS))
+    missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(w)
+    if missing:
+        raise AtlasError(f"{folder / SAELENS_WEIGHTS}: missing tensors {sorted(missing)}")
+    if rescale:  # acts = pre * |W_dec row|, decoded by W_dec / |row|: the same SAE with the norms folded in
+        n_f = w["W_dec"].norm(dim=1)
+        w["W_enc"], w["b_enc"], w["W_dec"] = w["W_enc"] * n_f, w["b_enc"] * n_f, w["W_dec"] / n_f[:, None]
+    fields = {"l1_coefficient": 0.0, **variant.from_saelens(cfg, w, str(folder / SAELENS_WEIGHTS))}
+    d_in, d_sae = int(cfg.get("d_in", w["W_enc"].shape[0])), int(cfg.get("d_sae", w["W_enc"].shape[1]))
+    imported = {"format": "saelens", "from": str(folder), "architecture": arch, "normalize_activations": norm}
+    sae_cfg = SAEConfig(
+        d_in=d_in,
+        n_features=d_sae,
+        kind=variant.kind,
+        input_scale=input_scale,
+        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        extra={"imported": imported},
+        **fields,
+    )
+    sae = SparseAutoencoder(sae_cfg)
+    _load_weights(sae, w, str(folder / SAELENS_WEIGHTS))
+    return sae.eval()
+
+
+def _saelens_input_scale(folder: Path, norm: str, scaling_factor: float | None) -> float:
+    """The constant SAELens multiplies inputs by under `normalize_activations = norm`."""
     if norm == "none":
-        input_scale = 1.0
         if scaling_factor is not None:
             raise AtlasError(f"{folder}: scaling_factor given, but the SAE's normalize_activations is 'none'")
-    elif norm == "expected_average_only_in":
+        return 1.0
+    if norm == "expected_average_only_in":
         if scaling_factor is None:
             raise AtlasError(
                 f"{folder}: normalize_activations = expected_average_only_in needs the dataset's scaling factor, "
                 "which SAELens does not store in cfg.json: pass --scaling-factor"
             )
-        input_scale = float(scaling_factor)
-    else:
-        raise AtlasError(f"{folder}: normalize_activations = {norm!r} rescales each input on its own: not supported")
-    if cfg.get("reshape_activations", "none") not in (None, "none"):
-        raise AtlasError(f"{folder}: reshape_activations = {cfg['reshape_activations']!r} is not supported")
-    for flag in ("rescale_acts_by_decoder_norm", "finetuning_scaling_factor"):
-        if cfg.get(flag):
-            raise AtlasError(f"{folder}: {flag} = true is not supported")
-    w = load_file(str(folder / SAELENS_WEIGHTS))
-    missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(w)
-    if missing:
-        raise AtlasError(f"{folder / SAELENS_WEIGHTS}: missing tensors {sorted(missing)}")
-    d_in, d_sae = int(cfg.get("d_in", w["W_enc"].shape[0])), int(cfg.get("d_sae", w["W_enc"].shape[1]))
-    kind = _SAELENS_KIND[arch]
-    sae = SparseAutoencoder(
-        SAEConfig(
-            d_in=d_in,
-            n_features=d_sae,
-            kind=kind,
-            l1_coefficient=float(cfg.get("l1_coefficient", 0.0) or 0.0) if kind == "relu" else 0.0,
-            k=int(cfg.get("k", 0)) if kind == "topk" else 0,
-            input_scale=input_scale,
-            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-            extra={
-                "imported": {
-                    "format": "saelens",
-                    "from": str(folder),
-                    "architecture": arch,
-                    "normalize_activations": norm,
-                }
-            },
-        )
-    )
-    _load_weights(sae, w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"], str(folder / SAELENS_WEIGHTS))
-    return sae.eval()
+        return float(scaling_factor)
+    raise AtlasError(f"{folder}: normalize_activations = {norm!r} rescales each input on its own: not supported")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -146,7 +152,8 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str = "state dict") -> S
         W_dec = pick("W_dec")
     if W_enc is None or W_dec is None:
         raise AtlasError(
-            f"{where}: no encoder/decoder weights (expected encoder.weight + decoder.weight, or W_enc + W_dec; found {sorted(sd)[:8]})"
+            f"{where}: no encoder/decoder weights "
+            f"(expected encoder.weight + decoder.weight, or W_enc + W_dec; found {sorted(sd)[:8]})"
         )
     d_in, n = W_enc.shape
     b_enc = pick("encoder.bias", "b_enc", "latent_bias")
@@ -170,22 +177,24 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str = "state dict") -> S
             extra={"imported": {"format": "state_dict", "from": where}},
         )
     )
-    _load_weights(sae, W_enc, b_enc, W_dec, b_dec, where)
+    _load_weights(sae, {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}, where)
     return sae.eval()
 
 
-def _load_weights(sae: SparseAutoencoder, W_enc, b_enc, W_dec, b_dec, where: str) -> None:
+def _load_weights(sae: SparseAutoencoder, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy every tensor the SAE has (its variant's too) from `tensors`, checking names and shapes."""
     d, f = sae.cfg.d_in, sae.cfg.n_features
-    want = {"W_enc": (d, f), "b_enc": (f,), "W_dec": (f, d), "b_dec": (d,)}
-    got = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
-    for name, shape in want.items():
-        if tuple(got[name].shape) != shape:
+    want = sae.state_dict()
+    missing = sorted(set(want) - set(tensors))
+    if missing:
+        raise AtlasError(f"{where}: missing tensors {missing} for a {sae.cfg.kind} SAE")
+    for name, target in want.items():
+        if tuple(tensors[name].shape) != tuple(target.shape):
             raise AtlasError(
-                f"{where}: {name} has shape {tuple(got[name].shape)}, expected {shape} (d_in={d}, features={f})"
+                f"{where}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(target.shape)} "
+                f"(d_in={d}, features={f})"
             )
-    with torch.no_grad():
-        for name, t in got.items():
-            getattr(sae, name).copy_(t.float())
+    sae.load_state_dict({name: tensors[name].float() for name in want})
 
 
 def check_width(sae: SparseAutoencoder, embedding_dim: int, where: str) -> None:

@@ -72,7 +72,7 @@ class ModelSession:
 
     @cached_property
     def sae(self):
-        from atlas.models.sae import load_sae  # torch
+        from atlas.models.sae.autoencoder import load_sae  # torch
 
         return load_sae(self.store.sae_dir)
 

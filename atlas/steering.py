@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from atlas.models.sae import SparseAutoencoder
+from atlas.models.sae.autoencoder import SparseAutoencoder
 
 
 def add_direction(embedding: np.ndarray, direction: np.ndarray, scale: float) -> np.ndarray:

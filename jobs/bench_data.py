@@ -72,7 +72,7 @@ def measure_memory(stage: str, n: int, d: int) -> dict:
     import torch
 
     from atlas.benchmark import peak_rss_mb
-    from atlas.config import SAEConfigSection
+    from atlas.models.sae.relu import ReLU
     from atlas.store import AtlasStore
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +103,7 @@ def measure_memory(stage: str, n: int, d: int) -> dict:
             baseline = _vm("VmRSS")
             _reset_peak()
             parts = [str(p) for p in store.parts("embeddings")]
-            cfg = SAEConfigSection(
+            cfg = ReLU(
                 expansion_factor=4, epochs=1, batch_size=256, shuffle_buffer=2048, holdout_fraction=0.05, log_every=50
             )
             result = train_sae(lambda e: parquet_batches(parts, 256, 2048, e), d, n, cfg, torch.device("cpu"))
@@ -189,7 +189,7 @@ def bench_train(
     import torch
 
     from atlas.benchmark import write_result
-    from atlas.config import SAEConfigSection
+    from atlas.models.sae.relu import ReLU
     from atlas.store import AtlasStore
     from atlas.train import initial_sae, parquet_batches, train_sae
 
@@ -198,7 +198,7 @@ def bench_train(
         store = AtlasStore(tmp)
         _synthetic_embeddings(store, rows, dim)
         parts = [str(p) for p in store.parts("embeddings")]
-        cfg = SAEConfigSection(
+        cfg = ReLU(
             expansion_factor=expansion,
             epochs=1,
             batch_size=batch_size,
@@ -277,7 +277,7 @@ def bench_featurize(
 
     from atlas.benchmark import write_result
     from atlas.featurize import FeatureStats, featurize_part
-    from atlas.models.sae import SAEConfig, SparseAutoencoder
+    from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
     from atlas.store import AtlasStore, vectors_to_numpy
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -30,7 +30,7 @@ def run_bench_render(
     import torch
 
     from atlas.benchmark import best_rate, peak_rss_mb
-    from atlas.models.sae import SAEConfig, SparseAutoencoder
+    from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
 
     embedder = load_embedder(clip, device)
     renderer = load_renderer(decoder, device)

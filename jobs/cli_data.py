@@ -11,7 +11,7 @@ from jobs.cli_common import AtlasDir, ConfigFile, config_for, existing_atlas, us
 
 if TYPE_CHECKING:
     from atlas.config import AtlasConfig
-    from atlas.models.sae import SparseAutoencoder
+    from atlas.models.sae.autoencoder import SparseAutoencoder
     from atlas.store import AtlasStore
 
 

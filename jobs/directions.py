@@ -12,7 +12,7 @@ import ray
 from atlas.config import AtlasConfig
 from atlas.directions import aligned_features, contrastive_direction, prompt_pairs
 from atlas.models.clip import load_embedder
-from atlas.models.sae import load_sae
+from atlas.models.sae.autoencoder import load_sae
 from atlas.store import AtlasStore, table_from_rows
 from jobs.runtime import actor_device, actor_options
 

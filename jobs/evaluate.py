@@ -10,7 +10,7 @@ from atlas.catalog import build_catalog
 from atlas.config import AtlasConfig
 from atlas.evaluation import CAPTURED_AUROC, evaluate_factors
 from atlas.icons import icon_fidelity
-from atlas.models.sae import load_sae
+from atlas.models.sae.autoencoder import load_sae
 from atlas.store import AtlasStore
 from jobs.embed import source_root
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from atlas.config import AtlasConfig
 from atlas.featurize import FeatureStats, featurize_part, sparse_from_activations
 from atlas.models.device import resolve_device
-from atlas.models.sae import load_sae
+from atlas.models.sae.autoencoder import load_sae
 from atlas.store import AtlasStore
 from jobs.runtime import actor_device, actor_options
 

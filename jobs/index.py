@@ -10,7 +10,7 @@ import numpy as np
 
 from atlas.catalog import build_catalog
 from atlas.labels import VOCABULARY_FILE, embed_vocabulary, labels_table, templates_for, vocabulary_for
-from atlas.models.sae import load_sae
+from atlas.models.sae.autoencoder import load_sae
 from atlas.session import clip_spec_of
 from atlas.store import AtlasStore, vectors_to_numpy
 from atlas.vector_index import FEATURES, IMAGES, build_index

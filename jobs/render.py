@@ -15,7 +15,7 @@ from atlas.config import AtlasConfig, RenderConfig
 from atlas.icons import IconRenderer, icon_fidelity, icon_parameters, png_bytes
 from atlas.models.clip import load_embedder
 from atlas.models.renderer import load_renderer
-from atlas.models.sae import load_sae
+from atlas.models.sae.autoencoder import load_sae
 from atlas.store import AtlasStore, table_from_rows
 from jobs.parts import chunk, commit_parts
 from jobs.runtime import actor_device, actor_options

@@ -10,7 +10,7 @@ import torch
 
 from atlas.config import AtlasConfig
 from atlas.featurize import FeatureStats
-from atlas.models.sae import SAEConfig, SparseAutoencoder
+from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
 from atlas.store import AtlasStore, table_from_rows
 
 

@@ -8,7 +8,7 @@ import torch
 
 from atlas.concepts import cluster_shares, group_features, image_concepts, largest_valid_k
 from atlas.interpolation import apply_text_diff, interpolate, linear, normalized_linear, slerp, text_diff
-from atlas.models.sae import SAEConfig, SparseAutoencoder
+from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
 from atlas.steering import edit_activations, feature_strip, group_scale_strip, symmetric_scales
 
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from atlas.config import AtlasConfig, RenderConfig
-from atlas.models.sae import SAEConfig, SparseAutoencoder
+from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
 from atlas.store import AtlasStore, table_from_rows
 from jobs.render import run_render
 

@@ -12,7 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from atlas.config import AtlasConfig
-from atlas.models.sae import SAEConfig, SparseAutoencoder
+from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
 from atlas.store import AtlasStore, table_from_rows
 
 DIM, N_FEATURES, N_IMAGES = 64, 32, 6

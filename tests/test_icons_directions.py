@@ -6,7 +6,7 @@ from atlas.config import DirectionsConfig
 from atlas.directions import aligned_features, contrastive_direction, prompt_pairs
 from atlas.icons import fidelity_ranks, icon_embeddings
 from atlas.models.clip import load_embedder
-from atlas.models.sae import SAEConfig, SparseAutoencoder
+from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
 
 
 @pytest.fixture(scope="module")

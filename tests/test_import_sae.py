@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from atlas.errors import AtlasError
 from atlas.import_sae import import_sae
-from atlas.models.sae import load_sae
+from atlas.models.sae.autoencoder import load_sae
 from atlas.store import AtlasStore, table_from_rows
 
 D, F = 8, 24

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from atlas.config import SAEConfigSection
 from atlas.metrics import ReconstructionMetrics
-from atlas.models.sae import SAEConfig, SparseAutoencoder, load_sae
+from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder, load_sae
+from atlas.models.sae.registry import sae_settings
 from atlas.train import holdout_mask, parquet_batches, train_sae
 
 
@@ -40,7 +40,7 @@ def _sparse_data(n=3000, d=16, k=24, seed=0):
 
 def test_training_learns_and_logs_the_contract_metrics():
     ids, x = _sparse_data()
-    cfg = SAEConfigSection(
+    cfg = sae_settings(
         expansion_factor=4, l1_coefficient=0.02, lr=3e-3, epochs=10, batch_size=128, log_every=10, warmup_steps=5
     )
     batches = lambda epoch: ((ids[s : s + 500], x[s : s + 500]) for s in range(0, len(x), 500))
@@ -105,7 +105,7 @@ def test_topk_keeps_exactly_k_and_undoes_the_input_scale():
 
 
 def test_auxk_does_not_count_the_decoder_bias_twice():
-    from atlas.train import auxk_loss
+    from atlas.models.sae.topk import auxk_loss
 
     torch.manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(d_in=4, n_features=8, kind="topk", k=1))
@@ -128,7 +128,7 @@ def test_auxk_does_not_count_the_decoder_bias_twice():
 
 def test_topk_training_learns_with_exact_l0():
     ids, x = _sparse_data()
-    cfg = SAEConfigSection(
+    cfg = sae_settings(
         kind="topk",
         k=6,
         expansion_factor=4,
@@ -147,14 +147,16 @@ def test_topk_training_learns_with_exact_l0():
     assert torch.allclose(result.sae.decoder_norms(), torch.ones(64), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["relu", "topk"])
+_OWN_SETTINGS = {"relu": {"l1_coefficient": 0.02}, "topk": {"k": 4}, "batchtopk": {"k": 4}, "jumprelu": {}}
+
+
+@pytest.mark.parametrize("kind", sorted(_OWN_SETTINGS))
 def test_resume_from_a_checkpoint_gives_the_same_weights(tmp_path, kind):
     ids, x = _sparse_data(n=1200)
-    cfg = SAEConfigSection(
+    cfg = sae_settings(
         kind=kind,
-        k=4,
+        **_OWN_SETTINGS[kind],
         expansion_factor=2,
-        l1_coefficient=0.02,
         epochs=3,
         batch_size=64,
         log_every=4,

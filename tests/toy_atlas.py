@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from atlas.config import SAEConfigSection
 from atlas.embed import decode_items, embed_batch, split_outputs
 from atlas.featurize import FeatureStats, SparseBatch, activations_table, encode_dense
 from atlas.models.clip import load_embedder
+from atlas.models.sae.relu import ReLU
 from atlas.sources import plan_shards, read_all
 from atlas.store import AtlasStore, table_from_rows
 from atlas.toyworld import write_world
@@ -44,7 +44,7 @@ def build_toy_atlas(
     store.write_part("embeddings", "part-00000", emb_t)
 
     ids = img_t.column("image_id").to_numpy()
-    cfg = SAEConfigSection(
+    cfg = ReLU(
         expansion_factor=expansion, epochs=epochs, l1_coefficient=l1, batch_size=64, log_every=10, warmup_steps=20
     )
     rng = np.random.default_rng(0)

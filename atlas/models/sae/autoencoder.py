@@ -1,10 +1,10 @@
-"""Sparse autoencoders: ReLU + L1 (the source study's vanilla SAE) and TopK (+ AuxK in training), saved as
-safetensors + config.json.
+"""The sparse autoencoder every stage uses, whatever its variant, saved as safetensors + config.json.
 
 Shapes in names: `x_bd` is a batch of inputs (B x d_in), `a_bf` activations (B x n_features).
 
-Both variants share one set of weights (W_enc [d, f], b_enc [f], W_dec [f, d], b_dec [d]) and differ only in
-the activation function, chosen in one place: `ACTIVATIONS[cfg.kind]`.
+All variants share one set of weights (W_enc [d, f], b_enc [f], W_dec [f, d], b_dec [d]); a variant
+(`variant.py`, looked up by `cfg.kind` in `registry.py`) adds its activation and any tensors of its own
+(JumpReLU's thresholds).
 
 Inputs are multiplied by `input_scale` before encoding (chosen at training time so the mean input norm is
 sqrt(d_in)) and reconstructions are divided by it again: `decode(encode(x))` is in the units of `x`.
@@ -15,7 +15,6 @@ subtracted from the input before encoding.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import torch
 from torch import nn
 
 from atlas.errors import AtlasError
+from atlas.models.sae.registry import variant_for
+from atlas.models.sae.variant import SAEVariant
 
 WEIGHTS = "sae.safetensors"
 CONFIG = "config.json"
@@ -31,55 +32,52 @@ CONFIG = "config.json"
 
 @dataclass(frozen=True, slots=True)
 class SAEConfig:
+    """What encoding and decoding need; saved next to the weights."""
+
     d_in: int
     n_features: int
-    kind: str = "relu"  # a key of ACTIVATIONS
-    l1_coefficient: float = 0.3
-    k: int = 0  # active features per input (topk only)
+    kind: str = "relu"  # a key of registry.VARIANTS
+    l1_coefficient: float = 0.3  # relu: reported in the `loss` metric
+    k: int = 0  # active features per input (topk, batchtopk)
     input_scale: float = 1.0
     apply_b_dec_to_input: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # training provenance, held-out evaluation
 
 
-def _relu(pre_bf: torch.Tensor, cfg: SAEConfig) -> torch.Tensor:
-    return torch.relu(pre_bf)
-
-
-def _topk(pre_bf: torch.Tensor, cfg: SAEConfig) -> torch.Tensor:
-    """Keep the k largest pre-activations of each row (ReLU'd), zero elsewhere."""
-    k = min(cfg.k, pre_bf.shape[-1])
-    values, indices = pre_bf.topk(k, dim=-1, sorted=False)
-    return torch.zeros_like(pre_bf).scatter_(-1, indices, torch.relu(values))
-
-
-# The SAE variants, dispatched here and nowhere else.
-ACTIVATIONS: dict[str, Callable[[torch.Tensor, SAEConfig], torch.Tensor]] = {"relu": _relu, "topk": _topk}
-
-
 class SparseAutoencoder(nn.Module):
-    def __init__(self, cfg: SAEConfig):
+    def __init__(self, cfg: SAEConfig, variant: SAEVariant | None = None):
+        """`variant`: the configured variant when training (default: `cfg.kind` with default settings)."""
         super().__init__()
-        if cfg.kind not in ACTIVATIONS:
-            raise AtlasError(f"SAE kind {cfg.kind!r} is not known (known: {', '.join(ACTIVATIONS)})")
-        if cfg.kind == "topk" and cfg.k < 1:
-            raise AtlasError("a topk SAE needs k >= 1")
+        variant = variant or variant_for(cfg.kind)
+        if variant.kind != cfg.kind:
+            raise AtlasError(f"SAE kind {cfg.kind!r} given the settings of a {variant.kind!r} SAE")
+        if problem := variant.check(cfg):
+            raise AtlasError(problem)
         self.cfg = cfg
+        self.variant = variant
         d, f = cfg.d_in, cfg.n_features
         self.W_enc = nn.Parameter(torch.empty(d, f))
         self.b_enc = nn.Parameter(torch.zeros(f))
         self.W_dec = nn.Parameter(torch.empty(f, d))
         self.b_dec = nn.Parameter(torch.zeros(d))
+        for name, (shape, trainable) in variant.extra_tensors(cfg).items():
+            if trainable:
+                self.register_parameter(name, nn.Parameter(torch.zeros(shape)))
+            else:
+                self.register_buffer(name, torch.zeros(shape))
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Decoder rows random (norm 0.1 for ReLU, unit for TopK), encoder = decoder transposed."""
+        """Decoder rows random with the variant's norm, encoder = decoder transposed, then the variant's
+        own tensors."""
         with torch.no_grad():
             w = torch.randn(self.cfg.n_features, self.cfg.d_in, generator=generator)
-            w = (0.1 if self.cfg.kind == "relu" else 1.0) * w / w.norm(dim=1, keepdim=True)
+            w = self.variant.decoder_init_norm * w / w.norm(dim=1, keepdim=True)
             self.W_dec.copy_(w)
             self.W_enc.copy_(w.T)
             self.b_enc.zero_()
             self.b_dec.zero_()
+            self.variant.initialize(self)
 
     def pre_activations(self, x_bd: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations [B, n_features] of inputs in their own units."""
@@ -89,7 +87,7 @@ class SparseAutoencoder(nn.Module):
         return x @ self.W_enc + self.b_enc
 
     def activate(self, pre_bf: torch.Tensor) -> torch.Tensor:
-        return ACTIVATIONS[self.cfg.kind](pre_bf, self.cfg)
+        return self.variant.activate(pre_bf, self)
 
     def encode(self, x_bd: torch.Tensor) -> torch.Tensor:
         """Inputs in their own units -> non-negative activations [B, n_features]."""
@@ -110,7 +108,7 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        """Unit-norm decoder rows (TopK training keeps them so; activations carry the scale)."""
+        """Unit-norm decoder rows (most variants keep them so in training; activations carry the scale)."""
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
     def save(self, out_dir: Path, extra: dict[str, Any] | None = None) -> None:
