@@ -16,7 +16,7 @@ import typer
 from typer.exceptions import TyperException
 
 from atlas.config import AtlasConfig, config_from_dict, load_config
-from atlas.errors import AtlasError
+from atlas.errors import AtlasError, StageMissing
 from atlas.store import AtlasStore
 
 AtlasDir = Annotated[Path, typer.Option("--atlas", "-a", help="the atlas directory")]
@@ -48,7 +48,7 @@ def report_failure(e: BaseException) -> int:
     """Print a failure as the CLI reports it (see `user_errors`); returns the exit status."""
     cause = atlas_cause(e)
     if cause is not None:
-        typer.echo(f"error: {cause}", err=True)
+        typer.echo(f"error: {cause}{_hint(cause)}", err=True)
         return 2
     if debug_enabled():
         traceback.print_exception(e, file=sys.stderr)
@@ -60,6 +60,13 @@ def report_failure(e: BaseException) -> int:
         err=True,
     )
     return 1
+
+
+def _hint(e: AtlasError) -> str:
+    """What to type about a user mistake, where the CLI knows: the command that runs a missing stage."""
+    if isinstance(e, StageMissing):
+        return f" (run `atlas {e.stage}` or `atlas build`)"
+    return ""
 
 
 _debug = False
