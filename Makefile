@@ -1,8 +1,9 @@
 # Set up a virtual environment and run the atlas or its tests.
 #   make build   - set up .venv, then build the embedded default atlas into ./atlas-out (local Ray, CPU, no downloads)
 #   make test    - set up .venv, then run the test suite
+#   make check   - set up .venv, then lint (ruff check + ruff format --check) and type-check (mypy)
 #   make view    - open ./atlas-out in the viewer on http://127.0.0.1:8501
-#   make chromium - install Debian's chromium for the browser test (tests/test_browser.py also does it, as root)
+#   make chromium - install Debian's chromium for the browser test (tests/viewer/test_browser.py also does it, as root)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup build test view chromium clean
+.PHONY: setup build test check view chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ build: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 view: setup
 	$(BIN)/atlas view --atlas atlas-out

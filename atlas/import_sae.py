@@ -142,14 +142,8 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str = "state dict") -> S
     def pick(*names: str) -> torch.Tensor | None:
         return next((sd[n] for n in names if n in sd), None)
 
-    if "encoder.weight" in sd:
-        W_enc = sd["encoder.weight"].T  # nn.Linear stores [out, in]
-    else:
-        W_enc = pick("W_enc")
-    if "decoder.weight" in sd:
-        W_dec = sd["decoder.weight"].T
-    else:
-        W_dec = pick("W_dec")
+    W_enc = sd["encoder.weight"].T if "encoder.weight" in sd else pick("W_enc")  # nn.Linear stores [out, in]
+    W_dec = sd["decoder.weight"].T if "decoder.weight" in sd else pick("W_dec")
     if W_enc is None or W_dec is None:
         raise AtlasError(
             f"{where}: no encoder/decoder weights "
@@ -163,7 +157,7 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str = "state dict") -> S
     apply = False
     if pre is not None and b_dec is None:
         b_dec, apply = pre, True  # subtract pre_bias on the way in, add it on the way out: exactly b_dec
-    elif pre is not None:
+    elif pre is not None and b_dec is not None:
         b_enc = b_enc - pre.to(W_enc.dtype) @ W_enc  # fold the input shift into the encoder bias
         b_dec = b_dec + pre
     b_dec = torch.zeros(d_in) if b_dec is None else b_dec

@@ -35,11 +35,25 @@ def _resolve(name: str, known: set[str]) -> str | None:
     return None
 
 
+def _type_only(tree: ast.Module) -> set[int]:
+    """ids of the nodes under `if TYPE_CHECKING:`: imports for annotations only, never run."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skip.update(id(n) for child in node.body for n in ast.walk(child))
+    return skip
+
+
 def _targets(module: str, path: Path, known: set[str]) -> set[str]:
-    """The project modules that `module` imports (`from a import b` counts a.b when it is a module)."""
+    """The project modules that `module` imports at run time (`from a import b` counts a.b when it is a
+    module)."""
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = _type_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -154,3 +168,9 @@ def test_no_layer_reaches_upward_transitively():
             for dst in sorted(reach):
                 if any(_in(dst, f) for f in forbidden):
                     raise AssertionError("upward chain: " + " -> ".join(_chain(graph, src, dst)))
+
+
+def test_imports_for_annotations_only_are_not_edges(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import atlas.a\nimport atlas.b\n")
+    assert _targets("atlas.m", src, {"atlas.a", "atlas.b", "atlas.m"}) == {"atlas.b"}

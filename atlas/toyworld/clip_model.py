@@ -49,9 +49,11 @@ def train_toy_clip(
     lr: float = 1e-3,
     seed: int = 0,
     device: str = "cpu",
-    log: Callable[[str], None] = functools.partial(print, flush=True),
+    log: Callable[[str], None] | None = None,
 ) -> ClipTrainResult:
-    """Train the toy CLIP from scratch and save it to `out_dir` (open_clip folder format, fp16 weights)."""
+    """Train the toy CLIP from scratch and save it to `out_dir` (open_clip folder format, fp16 weights).
+    `log` gets progress lines (default: printed)."""
+    log = log or functools.partial(print, flush=True)
     import open_clip
     from open_clip.loss import ClipLoss
 

@@ -17,7 +17,7 @@ class DeadFeatureTracker:
         self.last_fired_f[(acts_bf > 0).any(dim=0)] = samples
 
     def dead_mask(self, samples: int) -> torch.Tensor:
-        """Features silent for the whole window (all of them before any training)."""
+        """Features silent for a whole window of samples (none before the first window has passed)."""
         return (samples - self.last_fired_f) >= self.window
 
     def dead_fraction(self, samples: int) -> float:

@@ -1,12 +1,12 @@
 import tomllib
-from pathlib import Path
 
 import pytest
+from repo import ROOT
 
 from atlas.config import AtlasConfig, load_config
 from atlas.errors import AtlasError
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = ROOT / "jobs" / "configs"
 
 
 def test_default_toml_documents_the_embedded_default():

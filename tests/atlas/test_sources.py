@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from repo import ROOT
 
 from atlas.config import AtlasConfig
 from atlas.images import image_id_for
@@ -194,7 +195,7 @@ def test_production_clip_has_the_kandinsky_prior_encoder_shape():
     v = cfg["vision_cfg"]
     assert (v["width"], v["layers"], v["patch_size"], cfg["embed_dim"]) == (1664, 48, 14, 1280)
     assert "laion2b_s39b_b160k" in open_clip.list_pretrained_tags_by_model("ViT-bigG-14")
-    prod = tomllib.loads((Path(__file__).parents[1] / "jobs/configs/production.toml").read_text())
+    prod = tomllib.loads((ROOT / "jobs/configs/production.toml").read_text())
     assert prod["models"]["clip"] == "open_clip:ViT-bigG-14/laion2b_s39b_b160k"
 
 

@@ -277,9 +277,7 @@ def _blue_objects_drawn_blue(atlas, n: int):
     cfg = ModelSession(atlas["store"], device="cpu").cfg
     models = cfg.models.model_copy(update={"decoder": "builtin:toy-decoder"})
     render = cfg.render.model_copy(update={"steps": 25, "guidance_scale": GUIDANCE})
-    session = ModelSession(
-        atlas["store"], cfg.model_copy(update={"models": models, "render": render}), device="cpu"
-    )
+    session = ModelSession(atlas["store"], cfg.model_copy(update={"models": models, "render": render}), device="cpu")
     found = []
     for row in atlas["ids"]:
         scene = Scene(**atlas["labels"][row["source"]], centres=())

@@ -159,3 +159,41 @@ def test_cli_imports_into_an_atlas_and_refuses_a_width_mismatch(tmp_path):
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "8-d inputs" in lines[0] and "12-d" in lines[0]
+
+
+def test_saelens_jumprelu_encodes_like_the_saelens_formula(tmp_path):
+    w = {**_weights(1), "threshold": torch.rand(F) * 0.8}
+    w["threshold"][:3] = 0.0  # SAELens allows zero thresholds: plain ReLU there
+    sae = import_sae(_saelens_folder(tmp_path / "j", w, architecture="jumprelu"))
+    x = torch.randn(32, D) * 2
+    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    expected = torch.relu(pre) * (pre > w["threshold"])
+    torch.testing.assert_close(sae.encode(x), expected)
+    torch.testing.assert_close(sae.decode(sae.encode(x)), expected @ w["W_dec"] + w["b_dec"])
+    assert sae.cfg.kind == "jumprelu" and load_sae_roundtrip(sae, tmp_path).cfg.kind == "jumprelu"
+
+
+def test_saelens_batchtopk_training_folder_folds_the_decoder_norms_and_uses_its_threshold(tmp_path):
+    w = {**_weights(2), "topk_threshold": torch.tensor(0.9, dtype=torch.float64)}
+    folder = _saelens_folder(tmp_path / "b", w, architecture="batchtopk", k=4.0, rescale_acts_by_decoder_norm=True)
+    sae = import_sae(folder)
+    x = torch.randn(32, D) * 2
+    # SAELens BatchTopK at inference (saved as JumpReLU): hidden_pre scaled by |W_dec row|, the learnt threshold,
+    # then decoded with the activations divided by the norms again
+    norms = w["W_dec"].norm(dim=1)
+    pre = ((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]) * norms
+    acts = torch.relu(pre) * (pre > 0.9)
+    expected_out = (acts / norms) @ w["W_dec"] + w["b_dec"]
+    torch.testing.assert_close(sae.encode(x), acts)
+    torch.testing.assert_close(sae.decode(sae.encode(x)), expected_out)
+    assert sae.cfg.kind == "batchtopk" and sae.cfg.k == 4
+    with pytest.raises(AtlasError, match="topk_threshold"):
+        import_sae(_saelens_folder(tmp_path / "c", _weights(), architecture="batchtopk", k=4))
+
+
+def load_sae_roundtrip(sae, tmp_path):
+    sae.save(tmp_path / "saved")
+    loaded = load_sae(tmp_path / "saved")
+    x = torch.randn(5, D)
+    torch.testing.assert_close(loaded.encode(x), sae.encode(x))
+    return loaded

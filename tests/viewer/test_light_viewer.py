@@ -10,12 +10,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from repo import ROOT
 from test_viewer import atlas  # noqa: F401 (the fixture: a tiny complete atlas with a feature index)
 
-ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "diffusers", "faiss")
 
 SCRIPT = textwrap.dedent(

@@ -7,11 +7,11 @@ import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from repo import ROOT
 from toy_atlas import build_toy_atlas
 
 from atlas.catalog import query
@@ -170,9 +170,7 @@ def test_search_page_finds_features_for_red(toy, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("ATLAS_DIR", str(toy["store"].root))
-    app = AppTest.from_file(
-        str(Path(__file__).resolve().parent.parent / "viewer" / "app.py"), default_timeout=120
-    ).run()
+    app = AppTest.from_file(str(ROOT / "viewer" / "app.py"), default_timeout=120).run()
     app.switch_page("pages/search.py").run()
     app.text_input(key="search_text").input("red").run()
     assert not app.exception, [e.value for e in app.exception]
@@ -252,7 +250,7 @@ def test_uploads_are_size_limited_and_decoded_safely():
 
 
 def test_the_readme_sql_examples_answer_on_a_toy_atlas(toy):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     block = readme.split("```sql\n", 1)[1].split("```", 1)[0]
     statements = [s.strip() for s in block.split(";") if s.strip()]
     titles = [s.splitlines()[0] for s in statements]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import streamlit as st
 from PIL import Image
+from repo import ROOT
 from streamlit.testing.v1 import AppTest
 
 from atlas.catalog import build_catalog, query
@@ -20,7 +21,7 @@ from atlas.store import AtlasStore, table_from_rows
 from atlas.vector_index import FEATURES, build_index
 from viewer.data import atlas_dir
 
-APP = Path(__file__).resolve().parent.parent / "viewer" / "app.py"
+APP = ROOT / "viewer" / "app.py"
 DIM = 8
 N_IMAGES = 30
 N_FEATURES = 40

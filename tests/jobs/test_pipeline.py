@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from repo import ROOT
 
 from atlas.store import AtlasStore
 from atlas.toyworld import write_world
@@ -174,7 +175,7 @@ def test_sql_over_the_catalog(built):
 def test_the_readme_sql_examples_run(built):
     from atlas.catalog import query
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     block = readme.split("```sql\n", 1)[1].split("```", 1)[0]
     statements = [s.strip() for s in block.split(";") if s.strip()]
     assert len(statements) >= 6

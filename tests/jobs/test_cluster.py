@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from repo import ROOT
 
 from atlas.store import AtlasStore
 from atlas.toyworld import write_world
@@ -117,11 +118,12 @@ class LocalRayCluster:
     def add_worker(self, name: str, attempts: int = 3) -> None:
         """Start a worker node and wait until `ray start` reports it up. On a loaded machine a raylet can miss
         `ray start`'s fixed 30 s registration window, and that node then exits: start it again."""
-        for attempt in range(attempts):
+        for _attempt in range(attempts):
             self._start(name, [f"--address=127.0.0.1:{self.gcs_port}", "--num-cpus=2"])
             proc = self.nodes[name]
             self.wait_for(
-                lambda: proc.poll() is not None or "Ray runtime started" in self.log(name), f"worker {name} to start"
+                lambda p=proc: p.poll() is not None or "Ray runtime started" in self.log(name),
+                f"worker {name} to start",
             )
             if proc.poll() is None:
                 return
@@ -180,7 +182,7 @@ class LocalRayCluster:
         for proc in self.nodes.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc in self.nodes.items():
+        for proc in self.nodes.values():
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -385,7 +387,7 @@ def test_ray_cluster_yaml_passes_the_launchers_own_schema():
     import yaml
     from ray.autoscaler._private.util import validate_config
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "ray_cluster.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
     validate_config(cfg)
     head = cfg["available_node_types"][cfg["head_node_type"]]
     workers = [t for name, t in cfg["available_node_types"].items() if name != cfg["head_node_type"]]
