@@ -126,7 +126,7 @@ def test_batchtopk_keeps_k_per_input_on_average_in_training_and_a_threshold_at_i
     step = TrainStep(x, x, a, sae.pre_activations(x), norms, torch.zeros(20, dtype=torch.bool))
     with torch.no_grad():
         settings.after_step(sae, step)
-    smallest = float(a[a > 0].min())
+    smallest = float(a[a > 0].min().detach())
     assert float(sae.get_buffer("threshold")) == pytest.approx(0.5 * smallest, rel=1e-6)
     sae.eval()
     pre = sae.pre_activations(x)
