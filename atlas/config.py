@@ -152,7 +152,7 @@ class AtlasConfig(_Section):
 
 def _format_validation_error(where: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = [str(p) for p in first["loc"]]
+    loc = [_printable(str(p)) for p in first["loc"]]
     variant = ""
     if len(loc) > 2 and loc[0] == "sae" and loc[1] in VARIANTS:  # pydantic names the union member: drop it
         variant = f" (sae.kind = {loc[1]!r})"
@@ -165,7 +165,12 @@ def _format_validation_error(where: str, err: ValidationError) -> str:
         return f"{where}: unknown key '{key}'{variant}"
     got = first.get("input")
     got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
-    return f"{where}: {key}: {first['msg']}{got_text}{variant}"
+    return f"{where}: {key}: {' '.join(first['msg'].split())}{got_text}{variant}"
+
+
+def _printable(name: str) -> str:
+    """A key as it can be shown on one line (a key may be any TOML string, newlines included)."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> AtlasConfig:
@@ -185,6 +190,10 @@ def load_config(path: str | Path | None) -> AtlasConfig:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise AtlasError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise AtlasError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from None
+    except OSError as e:
+        raise AtlasError(f"{path}: cannot read the config file ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise AtlasError(f"{path}: not valid TOML ({e})") from None
     _resolve_paths(data, path.parent.absolute())

@@ -15,6 +15,7 @@ guessed (a `.tar`/`.parquet` file, a folder holding .tar or .parquet files, else
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import tarfile
 from collections.abc import Iterator
@@ -87,16 +88,44 @@ def _files(location: str, suffixes: tuple[str, ...], what: str) -> tuple[pafs.Fi
         raise AtlasError(f"data.source = {location!r}: no such folder or file")
     if info.type == pafs.FileType.File:
         return fs, posixpath.dirname(path), [posixpath.basename(path)]
-    found = sorted(
-        posixpath.relpath(f.path, path)
-        for f in fs.get_file_info(pafs.FileSelector(path, recursive=True))
-        if f.type == pafs.FileType.File
-        and f.path.lower().endswith(suffixes)
-        and not posixpath.basename(f.path).startswith(".")
-    )
+    if isinstance(fs, pafs.LocalFileSystem):
+        found = _local_files(path, suffixes)
+    else:
+        found = sorted(
+            posixpath.relpath(f.path, path)
+            for f in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            if f.type == pafs.FileType.File
+            and f.path.lower().endswith(suffixes)
+            and not posixpath.basename(f.path).startswith(".")
+        )
     if not found:
         raise AtlasError(f"data.source = {location!r}: no {what} here")
     return fs, path, found
+
+
+def _local_files(root: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The files under a local folder with these suffixes, relative to it, sorted, broken symbolic links and
+    folders that cannot be listed included: reading them fails, so each becomes an `errors` row instead of
+    vanishing from the source (pyarrow's listing drops both without a word)."""
+    found: list[str] = []
+
+    def unlistable(e: OSError) -> None:
+        if e.filename and os.path.realpath(e.filename) != os.path.realpath(root):
+            found.append(os.path.relpath(e.filename, root))
+
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, onerror=unlistable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symbolic link back up the tree
+            dirs.clear()
+            continue
+        seen.add(real)
+        found.extend(
+            os.path.relpath(os.path.join(folder, f), root)
+            for f in files
+            if f.lower().endswith(suffixes) and not f.startswith(".")
+        )
+    return sorted(found)
 
 
 def plan_shards(uri: str, part_size: int, limit: int = 0) -> list[Shard]:
@@ -173,13 +202,26 @@ def read_shard(uri: str, spec: str) -> Iterator[RawImage]:
                 with fs.open_input_stream(path) as f:
                     data = f.read()
             except OSError as e:
-                yield RawImage(rel, b"", None, f"unreadable file ({e})")
+                yield RawImage(rel, b"", None, _unreadable(fs, path, e))
                 continue
             yield RawImage(rel, data, _sidecar_caption(fs, path))
     elif kind == "webdataset":
         yield from _read_wds(location, json.loads(spec))
     else:
         yield from _read_parquet(location, json.loads(spec))
+
+
+def _unreadable(fs: pafs.FileSystem, path: str, e: OSError) -> str:
+    """Why a listed file could not be read, for its `errors` row."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        if os.path.islink(path) and not os.path.exists(path):
+            return f"broken symbolic link (to {os.readlink(path)!r})"
+        if os.path.isdir(path):
+            try:
+                os.listdir(path)
+            except OSError as why:
+                return f"unreadable folder ({why.strerror or why})"
+    return f"unreadable file ({e})"
 
 
 def _sidecar_caption(fs: pafs.FileSystem, image_path: str) -> str | None:

@@ -204,6 +204,9 @@ def run_stage(
 
 def _short(summary: dict[str, Any]) -> str:
     rows = summary.get("rows", {})
+    if "listed" in summary:  # embed: every listed input is embedded or skipped with an `errors` row
+        skipped = f", {rows['errors']:,} skipped (see errors)" if rows.get("errors") else ", none skipped"
+        return f"{summary['listed']:,} listed, {rows['embeddings']:,} embedded{skipped}"
     return ", ".join(f"{k} {v:,}" for k, v in rows.items()) or "ok"
 
 

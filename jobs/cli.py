@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -245,7 +245,10 @@ def view(
         "--", "--atlas", str(store.root),
     ]  # fmt: skip
     typer.echo(f"serving {store.root} on http://{address}:{port}")
-    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "ATLAS_DIR": str(store.root)}))
+    sys.stdout.flush()
+    # The server replaces this process (exec): a signal to `atlas view` reaches the server itself, so stopping
+    # it frees the port (a child server would outlive a SIGTERM to its parent).
+    os.execve(sys.executable, cmd, {**os.environ, "ATLAS_DIR": str(store.root)})
 
 
 toy = typer.Typer(no_args_is_help=True, help="Train the toy world's models (the embedded default's CLIP and decoder).")
@@ -302,7 +305,14 @@ for _module in (cli_data, cli_generate, cli_serve):
     _module.register(app, bench)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM as an exception: `finally` blocks and atexit run, so the local Ray is shut down and the stage
+    # that was running is recorded as stopped (the default action would kill the driver and leave both behind).
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         app()
     # Deliberately broad: the last line of reporting, for what fails outside a command (its options, say).

@@ -87,8 +87,35 @@ def bench_view(
     typer.echo(f"written to {path}")
 
 
+def bench_soak(
+    minutes: Annotated[float, typer.Option(help="how long the load runs")] = 10.0,
+    sessions: Annotated[int, typer.Option(help="well-behaved concurrent sessions")] = 20,
+    hostile: Annotated[int, typer.Option(help="sessions sending malformed queries and slow SQL")] = 3,
+    features: Annotated[int, typer.Option(help="features in the synthetic atlas")] = 80_000,
+    out: BenchOut = Path("benchmarks"),
+) -> None:
+    """The viewer under SESSIONS concurrent sessions and hostile input for MINUTES: pages served, tracebacks
+    seen, the server's memory growth; exits 1 if a session saw a traceback or memory grew over 10 %."""
+    from atlas.benchmark import write_result
+    from jobs.bench_soak import run_soak
+
+    result = run_soak(minutes, sessions, hostile, features)
+    path = write_result(out, "soak", result)
+    rss = result["server_rss_mb"]
+    typer.echo(
+        f"{result['pages']:,} pages in {minutes:g} min ({result['pages_per_s']:.1f}/s, p95 "
+        f"{result['latency_ms']['p95']:.0f} ms); tracebacks {result['n_tracebacks']}, failed sessions "
+        f"{len(result['session_failures'])}; server RSS {rss['after_warmup']:.0f} -> {rss['after_run']:.0f} MiB "
+        f"({result['rss_growth']:.3f}x); written to {path}"
+    )
+    ok = result["server_answers_after"] and not result["n_tracebacks"] and not result["session_failures"]
+    if not ok or result["rss_growth"] > 1.10:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this module's commands to the `atlas` app and its `bench` group."""
     app.command("search")(user_errors(search))
     bench.command("search")(user_errors(bench_search))
     bench.command("view")(user_errors(bench_view))
+    bench.command("soak")(user_errors(bench_soak))

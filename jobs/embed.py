@@ -116,6 +116,7 @@ def run_embed(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
         "source": uri,
         "parts": len(shards),
         "parts_resumed": len(shards) - len(pending),
+        "listed": sum(s.n_items for s in shards),
         "rows": {
             "images": store.count_rows("images"),
             "embeddings": store.count_rows("embeddings"),

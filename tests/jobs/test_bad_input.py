@@ -77,18 +77,24 @@ def atlas(tmp_path_factory) -> dict:
         (images / name).write_bytes(data)
     good = sorted(images.glob("*.png"))[0].read_bytes()
     (images / "truncated.png").write_bytes(good[: len(good) // 2])
+    (images / "gone.png").symlink_to(root / "no-such-image.png")  # a broken symbolic link
+    (images / "loop.jpg").symlink_to("loop.jpg")  # one that points at itself
     cfg = root / "atlas.toml"
     cfg.write_text(f'[data]\nsource = "{images}"\n[embed]\nbatch_size = 8\npart_size = 8\n')
     out = root / "atlas"
     proc = atlas_cli("embed", "--atlas", str(out), "--config", str(cfg))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"out": out, "cfg": cfg, "root": root, "images": images}
+    return {"out": out, "cfg": cfg, "root": root, "images": images, "stdout": proc.stdout}
 
 
 def test_bad_files_become_error_rows_and_good_images_are_embedded(atlas):
     store = AtlasStore(atlas["out"])
     errors = {r["source"]: r for r in store.read_table("errors").to_pylist()}
-    expected = {name: message for name, (_, message) in BAD_FILES.items()} | {"truncated.png": "not a decodable image"}
+    expected = {name: message for name, (_, message) in BAD_FILES.items()} | {
+        "truncated.png": "not a decodable image",
+        "gone.png": f"broken symbolic link (to '{atlas['root'] / 'no-such-image.png'}')",
+        "loop.jpg": "broken symbolic link (to 'loop.jpg')",
+    }
     assert set(errors) == set(expected)
     for name, message in expected.items():
         assert errors[name]["stage"] == "embed" and message in errors[name]["error"], errors[name]
@@ -96,6 +102,8 @@ def test_bad_files_become_error_rows_and_good_images_are_embedded(atlas):
     sources = store.read_table("images", ["source"]).column("source").to_pylist()
     assert len(sources) == N_GOOD == len(set(sources)) and not set(sources) & set(expected)
     assert store.count_rows("embeddings") == N_GOOD
+    listed = N_GOOD + len(expected)
+    assert f"{listed} listed, {N_GOOD} embedded, {len(expected)} skipped (see errors)" in atlas["stdout"]
 
 
 def _cases(atlas: dict, tmp: Path) -> dict[str, tuple[list[str], str]]:
