@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from atlas.errors import AtlasError
-from atlas.store.atomic import atomic_write_bytes, json_bytes
+from atlas.store.atomic import json_bytes
 from atlas.store.manifest import ManifestStore
 from schemas import TABLES
 
@@ -63,7 +63,9 @@ class TableParts(ManifestStore):
         """Atomically write one part file of `table`; the schema is checked against the contract.
 
         On a filesystem with renames (local, NFS) the file is written under a hidden temporary name and
-        renamed into place; an object store's PUT is atomic by itself."""
+        renamed into place; an object store's PUT is atomic by itself. Its rows, bytes and sha256 go to a hidden
+        sidecar (`.<part>.parquet.sum`), which the driver copies into the manifest when it commits the table
+        (`record_tables`): a record of what was written, from whichever process wrote it."""
         expected = TABLES[table].schema(_vector_width(data))
         if not data.schema.equals(expected, check_metadata=False):
             raise TypeError(f"{table}/{part}: schema {data.schema} does not match the contract {expected}")
@@ -86,9 +88,6 @@ class TableParts(ManifestStore):
         if not self.local:
             with self.fs.open_output_stream(path) as f:
                 f.write(blob)
-            return
-        if isinstance(blob, bytes):
-            atomic_write_bytes(Path(path), blob)
             return
         folder, name = path.rsplit("/", 1)
         tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"

@@ -191,6 +191,17 @@ def test_repair_redoes_exactly_the_damaged_parts(built, atlas):
     assert atlas_cli("check", "--atlas", str(atlas)).returncode == 0
 
 
+def test_repair_rewrites_a_table_that_disagrees_with_the_others(built, atlas):
+    store = AtlasStore(atlas)
+    _halve_frequency(store)
+    store.update_manifest(lambda m: store.record_tables(m, ["features"]))
+    proc = atlas_cli("build", "--repair", "--out", str(atlas))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "repair     featurize: removed features/part-00000.parquet" in proc.stdout
+    assert "clean" in proc.stdout.splitlines()[-1]
+    assert contents(atlas)["features"].equals(contents(built)["features"])
+
+
 def test_repair_of_a_clean_atlas_does_nothing(built):
     proc = atlas_cli("build", "--repair", "--out", str(built))
     assert proc.returncode == 0 and "nothing to repair" in proc.stdout, proc.stdout + proc.stderr
