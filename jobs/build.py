@@ -184,22 +184,33 @@ def run_stage(
     seconds = time.perf_counter() - t0
 
     def mark_done(m: dict[str, Any]) -> None:
+        before = {t: m.get("parts", {}).get(t) for t, _ in stage.tables}
+        store.record_tables(m, {t for t, _ in stage.tables})
         m["stages"][name] = {
             "status": "done",
             "fingerprint": fp,
-            "run_id": uuid.uuid4().hex,
+            "run_id": _run_id(stage, info, fp, before, m.get("parts", {})),
             "started": m["stages"][name]["started"],
             "finished": _now(),
             "seconds": round(seconds, 2),
             "summary": summary,
         }
-        store.record_tables(m, {t for t, _ in stage.tables})
 
     store.update_manifest(mark_done)
     for table in {t for t, _ in stage.tables}:
         store.purge_retired(table)
     say(f"{name:<10} done in {seconds:.1f}s: {_short(summary)}")
     return True
+
+
+def _run_id(stage: Stage, info: dict[str, Any], fp: str, before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A new run id; or, for a stage repaired by `atlas build --repair` that wrote back exactly the parts it had
+    (same files, same checksums) and writes nothing else, its old one, so that the stages after it stay done."""
+    old = info.get("run_id")
+    repaired = info.get("repairing") is not None and info.get("fingerprint") == fp and not stage.paths
+    if repaired and isinstance(old, str) and all(before[t] is not None and before[t] == after.get(t) for t in before):
+        return old
+    return uuid.uuid4().hex
 
 
 def _short(summary: dict[str, Any]) -> str:

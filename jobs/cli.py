@@ -104,12 +104,17 @@ def _run_stages(names: list[str], cfg: AtlasConfig, store: AtlasStore) -> int:
 def build(
     config: ConfigFile = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="the atlas directory to write")] = Path("atlas-out"),
+    repair: Annotated[
+        bool, typer.Option("--repair", help="run `atlas check` first and redo exactly the damaged parts")
+    ] = False,
 ) -> None:
     """Run every stage (skipping finished work) and print a summary."""
     from jobs.build import STAGES
 
-    cfg = load_config(config)
     store = _open_for_writing(out)
+    cfg = config_for(store, config) if repair else load_config(config)
+    if repair and not _remove_damaged(store):
+        return
     t0 = time.perf_counter()
     ran = _run_stages(list(STAGES), cfg, store)
     elapsed = time.perf_counter() - t0
@@ -118,6 +123,46 @@ def build(
     typer.echo("")
     typer.echo(_summary(store))
     typer.echo(f"\n{'built' if ran else 'checked'} in {elapsed:.1f}s. View it with:  atlas view --atlas {out}")
+    if repair:
+        _report_check(store, "after the repair")
+
+
+def _remove_damaged(store: AtlasStore) -> bool:
+    """The first half of `build --repair`: check, and take the damaged parts away; whether to build."""
+    from atlas.check import check_atlas
+    from jobs.repair import remove_damaged
+
+    if not store.is_atlas():
+        raise AtlasError(f"{store.uri}: not an atlas (no manifest.json): nothing to repair")
+    report = check_atlas(store)
+    for problem in report.problems:
+        typer.echo(problem.line())
+    if report.ok:
+        typer.echo(f"{report.summary()}: nothing to repair")
+        return False
+    remove_damaged(store, report, _say)
+    return True
+
+
+def _report_check(store: AtlasStore, when: str) -> None:
+    from atlas.check import check_atlas
+
+    report = check_atlas(store)
+    for problem in report.problems:
+        typer.echo(problem.line())
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"{when}: {report.summary()}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def check(atlas: AtlasDir = Path("atlas-out")) -> None:
+    """Check the atlas (fsck): every committed part is there, reads, and has its recorded rows, checksum and
+    schema; the tables agree with each other. Exit status 1 when anything is wrong."""
+    _report_check(existing_atlas(atlas), str(atlas))
 
 
 def _stage_command(name: str) -> None:

@@ -36,6 +36,16 @@ class StageRecord(BaseModel):
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
+class PartRecord(BaseModel):
+    """What a committed part file was when it was written: checked by `atlas check`."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    rows: int
+    bytes: int
+    sha256: str
+
+
 class Manifest(BaseModel):
     """The whole manifest (keys of other or older writers are kept as they are)."""
 
@@ -49,6 +59,7 @@ class Manifest(BaseModel):
     models: dict[str, str] = Field(default_factory=dict)  # role (clip, decoder) -> model spec
     tables: dict[str, list[str]] = Field(default_factory=dict)  # table -> its committed part files (snapshot)
     tables_version: int = 0  # bumped on every change of `tables`
+    parts: dict[str, dict[str, PartRecord]] = Field(default_factory=dict)  # table -> part file -> its record
     evaluation: dict[str, Any] | None = None  # the summary of `atlas eval`
 
 

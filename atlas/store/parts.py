@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import uuid
 from collections.abc import Iterable
@@ -15,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from atlas.errors import AtlasError
+from atlas.store.atomic import json_bytes
 from atlas.store.manifest import ManifestStore
 from schemas import TABLES
 
@@ -60,7 +63,9 @@ class TableParts(ManifestStore):
         """Atomically write one part file of `table`; the schema is checked against the contract.
 
         On a filesystem with renames (local, NFS) the file is written under a hidden temporary name and
-        renamed into place; an object store's PUT is atomic by itself."""
+        renamed into place; an object store's PUT is atomic by itself. Its rows, bytes and sha256 go to a hidden
+        sidecar (`.<part>.parquet.sum`), which the driver copies into the manifest when it commits the table
+        (`record_tables`): a record of what was written, from whichever process wrote it."""
         expected = TABLES[table].schema(_vector_width(data))
         if not data.schema.equals(expected, check_metadata=False):
             raise TypeError(f"{table}/{part}: schema {data.schema} does not match the contract {expected}")
@@ -68,18 +73,48 @@ class TableParts(ManifestStore):
         final = f"{folder}/{part}.parquet"
         data = data.replace_schema_metadata(expected.metadata)
         self.fs.create_dir(folder, recursive=True)
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink, compression="zstd")
+        blob = sink.getvalue()
+        record = {"rows": data.num_rows, "bytes": blob.size, "sha256": hashlib.sha256(blob).hexdigest()}
+        # the sidecar first: a part in place always has its record, whichever process wrote it
+        self._write_file(f"{folder}/.{part}.parquet.sum", json_bytes(record))
+        self._write_file(final, blob)
+        return self._out(final)
+
+    def _write_file(self, path: str, blob: bytes | pa.Buffer) -> None:
+        """Write `path` whole: through a hidden temporary name and a rename on a filesystem with renames; an
+        object store's PUT is atomic by itself."""
         if not self.local:
-            pq.write_table(data, final, filesystem=self.fs, compression="zstd")
-            return self._out(final)
-        tmp = f"{folder}/.{part}.{uuid.uuid4().hex}.tmp"
+            with self.fs.open_output_stream(path) as f:
+                f.write(blob)
+            return
+        folder, name = path.rsplit("/", 1)
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
-            pq.write_table(data, tmp, filesystem=self.fs, compression="zstd")
-            self.fs.move(tmp, final)
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(blob)
+            self.fs.move(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(tmp)
             raise
-        return self._out(final)
+
+    def part_record(self, table: str, name: str) -> dict[str, Any]:
+        """{rows, bytes, sha256} of part file `name` of `table` as `write_part` wrote it (its sidecar), or
+        computed from the file as it is now (parts written before sidecars existed)."""
+        folder = self._path(TABLES[table].folder)
+        try:
+            with self.fs.open_input_stream(f"{folder}/.{name}.sum") as f:
+                record = json.loads(f.read())
+            if isinstance(record, dict) and {"rows", "bytes", "sha256"} <= record.keys():
+                return {k: record[k] for k in ("rows", "bytes", "sha256")}
+        except (FileNotFoundError, ValueError):
+            pass
+        with self.fs.open_input_stream(f"{folder}/{name}") as f:
+            blob = f.read()
+        rows = pq.ParquetFile(pa.BufferReader(blob)).metadata.num_rows
+        return {"rows": rows, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """The whole table (all parts). For large tables prefer DuckDB (`atlas.catalog`) or Ray Data."""

@@ -32,8 +32,11 @@ class Snapshots(TableParts):
         return m.tables_version, out
 
     def record_tables(self, manifest: dict[str, Any], tables: Iterable[str]) -> None:
-        """In a manifest being updated: record the current parts of `tables` as their committed snapshot."""
+        """In a manifest being updated: record the current parts of `tables` as their committed snapshot, with
+        each part's row count, size and sha256 (`parts`)."""
         recorded = manifest.setdefault("tables", {})
+        records = manifest.setdefault("parts", {})
         for table in tables:
             recorded[table] = [p.rsplit("/", 1)[-1] for p in map(str, self.parts(table))]
+            records[table] = {name: self.part_record(table, name) for name in recorded[table]}
         manifest["tables_version"] = int(manifest.get("tables_version", 0)) + 1

@@ -1,3 +1,4 @@
+import hashlib
 import io
 import json
 
@@ -87,7 +88,12 @@ def test_write_part_is_atomic_and_checks_the_contract(tmp_path):
     good = table_from_rows("errors", {"stage": ["embed"], "source": ["a.png"], "error": ["empty file"]})
     store.write_part("errors", "embed-part-00000", good)
     assert store.count_rows("errors") == 1
-    assert [p.name for p in store.table_dir("errors").iterdir()] == ["embed-part-00000.parquet"]  # no temp files left
+    # no temp files left: the part and its record (rows, bytes, sha256) only
+    names = sorted(p.name for p in store.table_dir("errors").iterdir())
+    assert names == [".embed-part-00000.parquet.sum", "embed-part-00000.parquet"]
+    record = json.loads((store.table_dir("errors") / ".embed-part-00000.parquet.sum").read_text())
+    blob = (store.table_dir("errors") / "embed-part-00000.parquet").read_bytes()
+    assert record == {"rows": 1, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     wrong = pa.table({"stage": [1], "source": ["a"], "error": ["b"]})
     with pytest.raises(TypeError, match="does not match the contract"):
         store.write_part("errors", "embed-part-00001", wrong)
