@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -119,6 +120,52 @@ class IndexConfig(_Section):
     pass
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+_UNIT_NAMES = {u.lower(): u for u in ("B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB")}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as "4GB", "512 MiB" or "0" (units as DuckDB reads them: GB = 10^9, GiB = 2^30)."""
+    m = _SIZE.match(text)
+    if m is None:
+        raise ValueError(f"not a size like 4GB or 512MiB (got {text!r})")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
+
+
+def normal_size(text: str) -> str:
+    """A size as the config shows it ("4 GB"); ValueError if `text` is not one."""
+    m = _SIZE.match(text)
+    if m is None:
+        raise ValueError(f"not a size like 4GB or 512MiB (got {text!r})")
+    return f"{m.group(1)} {_UNIT_NAMES[(m.group(2) or 'B').lower()]}"
+
+
+class SqlConfig(_Section):
+    """Bounds of `atlas sql` and the viewer's SQL page (no stage reads them: they change no fingerprint)."""
+
+    memory_limit: str = Field("4 GB", description="DuckDB memory of one `atlas sql` query (and its process cap)")
+    threads: int = Field(2, ge=1, le=256, description="DuckDB threads per query")
+    max_temp_size: str = Field(
+        "1 GB", description="disk a query may spill to, in a temporary folder of its own (0 = no spilling)"
+    )
+    viewer_memory_limit: str = Field("1 GB", description="DuckDB memory shared by all of the viewer's SQL queries")
+    viewer_max_concurrent: int = Field(2, ge=1, le=64, description="SQL queries the viewer runs at once")
+
+    @field_validator("memory_limit", "max_temp_size", "viewer_memory_limit")
+    @classmethod
+    def _is_size(cls, v: str) -> str:
+        return normal_size(v)
+
+    @field_validator("memory_limit", "viewer_memory_limit")
+    @classmethod
+    def _at_least_16mb(cls, v: str) -> str:
+        if parse_size(v) < 16 * 10**6:
+            raise ValueError(f"must be at least 16 MB (got {v!r})")
+        return v
+
+
 class AtlasConfig(_Section):
     data: DataConfig = DataConfig()
     world: WorldConfig = WorldConfig()
@@ -130,6 +177,7 @@ class AtlasConfig(_Section):
     render: RenderConfig = RenderConfig()
     directions: DirectionsConfig = DirectionsConfig()
     index: IndexConfig = IndexConfig()
+    sql: SqlConfig = SqlConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -193,14 +193,26 @@ def sql(
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
     limit: Annotated[int, typer.Option(help="at most this many rows")] = 1000,
     timeout: Annotated[float, typer.Option(help="stop the query after this many seconds")] = 30.0,
+    config: ConfigFile = None,
 ) -> None:
-    """Query the atlas with SQL (read-only)."""
+    """Query the atlas with SQL (read-only; memory, threads and spilling as in the config's [sql] section)."""
+    from atlas.catalog import SqlLimits, cap_process_memory, still_running
     from atlas.catalog import query as run_query
 
     if format not in ("table", "csv", "json"):
         raise AtlasError(f"--format {format!r}: use table, csv or json")
     store = existing_atlas(atlas)
-    result = run_query(store, query, limit=limit, timeout=timeout)
+    limits = SqlLimits.of(config_for(store, config).sql)
+    cap_process_memory(limits)
+    try:
+        result = run_query(store, query, limit=limit, timeout=timeout, limits=limits)
+    except AtlasError as e:
+        if still_running():  # a statement DuckDB could not interrupt: exit without tearing it down
+            code = report_failure(e)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
     typer.echo(format_table(result, format))
 
 

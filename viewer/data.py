@@ -1,7 +1,8 @@
 """Data access for the viewer: which atlas to show, and the few queries its pages run over the catalog.
 
-One locked DuckDB connection per atlas (`atlas.catalog.connect`) is kept with `st.cache_resource`, and
-query results with `st.cache_data`. Both are keyed on the atlas path and the catalog's modification time,
+Two locked DuckDB connections per atlas (`atlas.catalog.connect`) are kept with `st.cache_resource`: one for
+the pages' own queries, one with the viewer's SQL limits for the SQL page. Query results are kept with
+`st.cache_data`. Both are keyed on the atlas path and the catalog's modification time,
 so a rebuilt atlas is picked up without restarting the viewer.
 """
 
@@ -18,7 +19,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from atlas.catalog import connect
+from atlas.catalog import SqlLimits, connect
+from atlas.config import SqlConfig, config_from_dict
 from atlas.errors import AtlasError
 from atlas.session import ModelSession
 from atlas.store import AtlasStore
@@ -66,9 +68,24 @@ _HASH = {AtlasStore: _store_key}
 
 
 @st.cache_resource(hash_funcs=_HASH, show_spinner=False)
+def sql_config(store: AtlasStore) -> SqlConfig:
+    """The [sql] section of the atlas's recorded config (the defaults when it records none)."""
+    recorded = store.manifest().get("config")
+    return config_from_dict(recorded, f"{store.manifest_path} (recorded config)").sql if recorded else SqlConfig()
+
+
+@st.cache_resource(hash_funcs=_HASH, show_spinner=False)
 def _connection(store: AtlasStore) -> tuple[Any, threading.Lock]:
-    """The catalog connection, and a lock for making cursors from it across sessions (threads)."""
-    return connect(store), threading.Lock()
+    """The catalog connection of the pages' own queries (limits of `atlas sql`), and a lock for making cursors
+    from it across sessions (threads)."""
+    return connect(store, SqlLimits.of(sql_config(store))), threading.Lock()
+
+
+@st.cache_resource(hash_funcs=_HASH, show_spinner=False)
+def _sql_connection(store: AtlasStore) -> tuple[Any, threading.Lock]:
+    """The SQL page's connection: its own database, so that its cursors share sql.viewer_memory_limit among
+    themselves and a heavy query cannot take the memory the other pages' queries need."""
+    return connect(store, SqlLimits.of(sql_config(store), viewer=True)), threading.Lock()
 
 
 def _cursor(store: AtlasStore) -> Any:
@@ -274,15 +291,52 @@ def directions(store: AtlasStore) -> pd.DataFrame:
     return _sql(store, "SELECT name, positive, negative, n_pairs, vector, top_features FROM directions ORDER BY name")
 
 
+class QuerySlots:
+    """How many SQL-page queries run now, across all sessions; `take` never waits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+
+    def take(self, cap: int) -> None:
+        """Take a slot, or raise the one-line "busy" AtlasError at once when `cap` queries are running."""
+        with self._lock:
+            if self.running >= cap:
+                raise AtlasError(
+                    f"SQL: busy ({self.running} queries running; viewer limit sql.viewer_max_concurrent), try again"
+                )
+            self.running += 1
+
+    def give(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+
+SQL_SLOTS = QuerySlots()
+
+
 def run_sql(store: AtlasStore, sql: str, limit: int, timeout: float) -> pd.DataFrame:
-    """The SQL page: one read-only statement through `atlas.catalog` (refusals, row and time limits)."""
+    """The SQL page: one read-only statement through `atlas.catalog` (refusals, row, time and memory limits),
+    at most sql.viewer_max_concurrent at once. A slot is held until the statement has ended, even one that
+    DuckDB could not stop at the time limit and that finishes after the page got its error."""
     from atlas.catalog import run_read_only
 
-    cur = _cursor(store)
+    cfg = sql_config(store)
+    SQL_SLOTS.take(cfg.viewer_max_concurrent)
     try:
-        return run_read_only(cur, sql, limit, timeout).to_pandas()
-    finally:
+        con, lock = _sql_connection(store)
+        with lock:
+            cur = con.cursor()
+    except BaseException:
+        SQL_SLOTS.give()
+        raise
+
+    def done() -> None:
         cur.close()
+        SQL_SLOTS.give()
+
+    limits = SqlLimits.of(cfg, viewer=True)
+    return run_read_only(cur, sql, limit, timeout, limits, done=done).to_pandas()
 
 
 @st.cache_resource(hash_funcs=_HASH, show_spinner=False)

@@ -29,6 +29,10 @@ def test_production_config_is_valid_and_names_the_real_models():
         ("[compute]\ndevice = 'tpu'\n", "compute.device"),
         ("[directions]\ntemplate = 'a {word}'\n", "directions.template"),
         ("[sae\n", "not valid TOML"),
+        ("[sql]\nmemory_limit = 'lots'\n", "sql.memory_limit: Value error, not a size like 4GB or 512MiB (got 'lots')"),
+        ("[sql]\nviewer_memory_limit = '1KB'\n", "sql.viewer_memory_limit: Value error, must be at least 16 MB"),
+        ("[sql]\nmax_temp_size = '-1GB'\n", "sql.max_temp_size"),
+        ("[sql]\nviewer_max_concurrent = 0\n", "sql.viewer_max_concurrent"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, text, message):
@@ -51,3 +55,12 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     (tmp_path / "c.toml").write_text('[data]\nsource = "imgs"\n')
     assert load_config(tmp_path / "c.toml").data.source == str(tmp_path / "imgs")
     assert tomllib.loads((CONFIGS / "default.toml").read_text())["data"]["source"] == "builtin:shapes"
+
+
+def test_the_sql_section_changes_no_stage_fingerprint():
+    from jobs.build import STAGES, _jsonable
+
+    other = AtlasConfig.model_validate({"sql": {"memory_limit": "256MB", "threads": 1, "viewer_max_concurrent": 9}})
+    assert other.sql != AtlasConfig().sql
+    for stage in STAGES.values():
+        assert _jsonable(stage.config(other)) == _jsonable(stage.config(AtlasConfig())), stage.name

@@ -13,9 +13,11 @@ TIMEOUT_S = 10.0
 EXAMPLE = "SELECT feature_id, label, frequency FROM features WHERE alive ORDER BY frequency DESC LIMIT 20"
 
 store = data.current_store()
+cfg = data.sql_config(store)
 st.title("SQL")
 st.caption(
-    f"One read-only statement; at most {MAX_ROWS} rows, stopped after {TIMEOUT_S:g} s. Views: "
+    f"One read-only statement; at most {MAX_ROWS} rows, stopped after {TIMEOUT_S:g} s or at "
+    f"{cfg.viewer_memory_limit} of memory; {cfg.viewer_max_concurrent} queries at once. Views: "
     + ", ".join(f"`{t}`" for t in TABLES)
 )
 sql = st.text_area("Query", value=EXAMPLE, key="sql_text", max_chars=5000, height=120)
