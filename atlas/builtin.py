@@ -29,6 +29,7 @@ BUILTIN_VERSION = 1
 SHIPPED = Path(__file__).resolve().parent / "toyworld" / "weights"
 _SHIPPED = {"builtin:toy-clip": "toy-clip", "builtin:toy-decoder": "toy-decoder"}
 _MAKERS: dict[str, Callable[[Path], None]] = {}
+SHIPPED_MODELS = frozenset(_SHIPPED)  # the built-ins that need no maker (nor its module imported)
 
 
 def cache_dir() -> Path:

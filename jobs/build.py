@@ -166,7 +166,7 @@ def run_stage(
         store.require_stage(dep, f"'{name}'")
     fp = fingerprint(stage, cfg, store)
     info = store.stage(name)
-    if info.get("status") == "done" and info.get("fingerprint") == fp and outputs_present(stage, store):
+    if _up_to_date(stage, cfg, store):
         say(f"{name:<10} up to date, skipped")
         return False
     preflight(name, cfg)  # a bad input stops here, before anything in the atlas changes
@@ -180,7 +180,11 @@ def run_stage(
 
     store.update_manifest(mark_running)
     t0 = time.perf_counter()
-    summary = _run_with_retries(name, run, say)
+    try:
+        summary = _run_with_retries(name, run, say)
+    except BaseException as e:  # Ctrl-C included: the stage did not finish, and the manifest says why
+        _record_failure(store, name, e, time.perf_counter() - t0)
+        raise
     seconds = time.perf_counter() - t0
 
     def mark_done(m: dict[str, Any]) -> None:
@@ -213,6 +217,40 @@ def _run_id(stage: Stage, info: dict[str, Any], fp: str, before: dict[str, Any],
     return uuid.uuid4().hex
 
 
+def _up_to_date(stage: Stage, cfg: AtlasConfig, store: AtlasStore) -> bool:
+    info = store.stage(stage.name)
+    return (
+        info.get("status") == "done"
+        and info.get("fingerprint") == fingerprint(stage, cfg, store)
+        and outputs_present(stage, store)
+    )
+
+
+def stages_to_run(names: list[str], store: AtlasStore, cfg: AtlasConfig) -> list[str]:
+    """Which of `names` (in run order) a run would not skip: those not up to date, and everything after one
+    that runs and depends on it."""
+    out: list[str] = []
+    for name in names:
+        stage = STAGES[name]
+        if any(d in out for d in stage.deps) or not _up_to_date(stage, cfg, store):
+            out.append(name)
+    return out
+
+
+def _record_failure(store: AtlasStore, name: str, e: BaseException, seconds: float) -> None:
+    """Record stage `name` as failed, with the error's one line (a rerun resumes it like an unfinished one)."""
+    from jobs.cli_common import one_line
+
+    def mark_failed(m: dict[str, Any]) -> None:
+        record = m["stages"][name]
+        record.update(status="failed", finished=_now(), seconds=round(seconds, 2), error=one_line(e))
+
+    try:
+        store.update_manifest(mark_failed)
+    except Exception:  # noqa: BLE001 - the stage's own error is what the caller raises and reports
+        pass
+
+
 def _short(summary: dict[str, Any]) -> str:
     rows = summary.get("rows", {})
     if "listed" in summary:  # embed: every listed input is embedded or skipped with an `errors` row
@@ -234,20 +272,20 @@ def preflight(name: str, cfg: AtlasConfig) -> None:
         check_source(source_uri(cfg))
 
 
-def check_builtin_models(names: list[str], cfg: AtlasConfig) -> None:
-    """Refuse an unknown built-in model, or one whose shipped weights are missing, that these stages load:
-    checked for all the stages of a build before the first one runs, not when an actor fails to start."""
-    from atlas.builtin import builtin_model_dir
-    from atlas.models import clip, renderer  # noqa: F401 (torch: imported here only; they register their built-ins)
+def check_models(names: list[str], cfg: AtlasConfig) -> None:
+    """Refuse a model spec that these stages load and that cannot load here (an unknown built-in, an
+    architecture or pretrained tag open_clip does not know, weights not cached while offline, a folder without
+    its config), and a decoder of another width than the CLIP model: checked for all the stages of a build
+    before the first one runs, not when an actor fails to start."""
+    from atlas.models.preflight import check_clip, check_decoder, check_widths
 
-    models = {
-        "embed": [cfg.models.clip],
-        "render": [cfg.models.clip, cfg.models.decoder],
-        "directions": [cfg.models.clip],
-    }
-    for spec in {spec for name in names for spec in models.get(name, [])}:
-        if spec.startswith("builtin:"):
-            builtin_model_dir(spec)
+    wanted = {spec for name in names for spec in MODELS.get(name, ())}
+    clip_width = check_clip(cfg.models.clip) if "clip" in wanted else None
+    if "decoder" in wanted:
+        check_widths(cfg.models.clip, clip_width, cfg.models.decoder, check_decoder(cfg.models.decoder))
+
+
+MODELS: dict[str, tuple[str, ...]] = {"embed": ("clip",), "render": ("clip", "decoder"), "directions": ("clip",)}
 
 
 def _record_build(m: dict[str, Any], cfg: AtlasConfig) -> None:

@@ -79,10 +79,10 @@ def _open_for_writing(out: Path) -> AtlasStore:
 
 
 def _run_stages(names: list[str], cfg: AtlasConfig, store: AtlasStore) -> int:
-    from jobs.build import check_builtin_models, run_stage
+    from jobs.build import check_models, run_stage, stages_to_run
     from jobs.runtime import init_ray
 
-    check_builtin_models(names, cfg)
+    check_models(stages_to_run(names, store, cfg), cfg)
     runners = _runners()  # the config and versions are recorded when a stage first runs (jobs.build)
     ran = 0
     ray_started = False
@@ -260,7 +260,8 @@ def _summary(store: AtlasStore) -> str:
 
     for name in sorted(stages, key=lambda n: list(STAGES).index(n) if n in STAGES else len(STAGES)):
         s = stages[name]
-        lines.append(f"  {name:<10} {s.get('status', '?'):<8} {s.get('seconds', 0):>7.1f}s")
+        error = f"  {s['error']}" if s.get("status") == "failed" and s.get("error") else ""
+        lines.append(f"  {name:<10} {s.get('status', '?'):<8} {s.get('seconds') or 0:>7.1f}s{error}")
     from schemas import TABLES
 
     counts = {t: store.count_rows(t) for t in TABLES}

@@ -85,9 +85,12 @@ def debug_enabled() -> bool:
 def remote_cause(e: BaseException) -> BaseException:
     """The exception a Ray task or actor raised, out of the RayTaskError(s) that carry it to the driver (as
     `.cause`; `ray.get` raises a subclass of both RayTaskError and the cause's type, whose str() is the whole
-    remote traceback)."""
+    remote traceback), and out of the ActorDiedError of an actor whose constructor raised (it holds that
+    task's RayTaskError as its only argument)."""
     for _ in range(10):
         inner = getattr(e, "cause", None)
+        if not isinstance(inner, BaseException) and getattr(e, "actor_init_failed", False) and e.args:
+            inner = e.args[0]
         if not isinstance(inner, BaseException) or inner is e:
             break
         e = inner
@@ -104,6 +107,17 @@ def atlas_cause(e: BaseException | None) -> AtlasError | None:
             return e
         e = e.__cause__
     return None
+
+
+def one_line(e: BaseException) -> str:
+    """A failure in one line: a user mistake's message, else the type and first line of what was raised."""
+    cause = atlas_cause(e)
+    if cause is not None:
+        return str(cause)
+    root = remote_cause(e)
+    if isinstance(root, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt)"
+    return f"{type(root).__name__}: {_first_line(root)}"[:500]
 
 
 def _first_line(e: BaseException) -> str:

@@ -24,7 +24,7 @@ from atlas.sources import plan_shards, read_shard
 from atlas.store import AtlasStore
 from atlas.toyworld import builtin_images_dir
 from jobs.parts import commit_parts
-from jobs.runtime import actor_device, actor_options
+from jobs.runtime import actor_device, actor_options, errors_on_call
 
 
 def source_root(cfg: AtlasConfig) -> Path:
@@ -58,6 +58,7 @@ def _with_part(cols: dict[str, Any], part: str) -> dict[str, Any]:
     return cols
 
 
+@errors_on_call
 class EmbedActor:
     """Holds one CLIP model; turns decoded batches into rows with embeddings."""
 

@@ -24,9 +24,10 @@ from atlas.featurize import FeatureStats, featurize_part, sparse_from_activation
 from atlas.models.device import resolve_device
 from atlas.models.sae.autoencoder import load_sae
 from atlas.store import AtlasStore
-from jobs.runtime import actor_device, actor_options
+from jobs.runtime import actor_device, actor_options, errors_on_call
 
 
+@errors_on_call
 class FeaturizeActor:
     """Holds the SAE and one `FeatureStats` partial; featurizes whole parts."""
 

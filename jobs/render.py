@@ -18,9 +18,10 @@ from atlas.models.renderer import load_renderer
 from atlas.models.sae.autoencoder import load_sae
 from atlas.store import AtlasStore, table_from_rows
 from jobs.parts import chunk, commit_parts
-from jobs.runtime import actor_device, actor_options
+from jobs.runtime import actor_device, actor_options, errors_on_call
 
 
+@errors_on_call
 class RenderActor:
     def __init__(self, clip_spec: str, decoder_spec: str, sae_dir: str, rc: RenderConfig, device: str):
         embedder = load_embedder(clip_spec, device)

@@ -11,13 +11,22 @@ a CPU otherwise (on a 2-core machine, whole-CPU actors starve Ray Data's read ta
 
 from __future__ import annotations
 
+import copyreg
+import functools
 import logging
 import os
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ray
+from ray.exceptions import UserCodeException
 
 from atlas.config import AtlasConfig
+from atlas.errors import AtlasError
+from jobs.cli_common import atlas_cause
+
+T = TypeVar("T", bound=type)
 
 
 def init_ray() -> None:
@@ -34,6 +43,74 @@ def init_ray() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one tqdm bar per stage instead
     ctx.print_on_execution_start = False
+    quiet_user_mistakes()
+
+
+class _UserMistakes(logging.Filter):
+    """Drops a console log record about a failure that is a user mistake (an AtlasError, however wrapped):
+    the CLI reports it itself, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        raised = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return raised is None or atlas_cause(raised) is None
+
+
+def quiet_user_mistakes() -> None:
+    """Keep Ray Data's console logging (and its log file as it is) but not its reports of user mistakes."""
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not any(
+            isinstance(f, _UserMistakes) for f in handler.filters
+        ):
+            handler.addFilter(_UserMistakes())
+
+
+def _reduce_user_code_exception(e: UserCodeException) -> tuple[Any, ...]:
+    # Ray Data raises a UDF's exception to the driver as `UserCodeException(...) from e`, and pickling drops
+    # `__cause__`: keep it when it is a user mistake, so that the CLI finds it and says it in one line.
+    cause = e.__cause__ if isinstance(e.__cause__, AtlasError) else None
+    return _user_code_exception, (type(e), e.args, cause)
+
+
+def _user_code_exception(cls: type[UserCodeException], args: tuple[Any, ...], cause: AtlasError | None) -> Exception:
+    e = cls(*args)
+    e.__cause__ = cause
+    return e
+
+
+copyreg.pickle(UserCodeException, _reduce_user_code_exception)  # in every process that imports the jobs
+
+
+def errors_on_call(cls: T) -> T:
+    """Make an actor class keep an AtlasError its constructor raises and raise it from each call instead.
+
+    An actor whose constructor raises dies, and Ray prints its traceback from the worker, from the raylet
+    (for every retried call to the dead actor) and from Ray Data; a call that raises is one error, carried
+    to the driver, which the CLI reports as one line. The class defines its own `__init__`."""
+    init = vars(cls)["__init__"]
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._init_error = None
+        try:
+            init(self, *args, **kwargs)
+        except AtlasError as e:
+            self._init_error = e
+
+    setattr(cls, "__init__", __init__)  # noqa: B010 - mypy refuses assigning to a method
+    for name, method in list(vars(cls).items()):
+        if callable(method) and (name == "__call__" or not name.startswith("_")):
+            setattr(cls, name, _raising_init_error(method))
+    return cls
+
+
+def _raising_init_error(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._init_error is not None:
+            raise self._init_error
+        return method(self, *args, **kwargs)
+
+    return call
 
 
 def use_gpus(cfg: AtlasConfig) -> bool:

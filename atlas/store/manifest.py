@@ -27,13 +27,14 @@ class StageRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    status: Literal["running", "done"]
+    status: Literal["running", "done", "failed"]  # running: it started and has not ended (or was killed)
     fingerprint: str | None = None  # the hash of the stage's config and its dependencies' run ids
     run_id: str | None = None  # new on every finished run: downstream stages rerun when it changes
     started: str | None = None
     finished: str | None = None
     seconds: float | None = None
     summary: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None  # why a failed stage stopped: its one-line error
 
 
 class PartRecord(BaseModel):

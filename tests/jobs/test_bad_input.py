@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from atlas.builtin import SHIPPED
 from atlas.store import AtlasStore
 from atlas.toyworld import write_world
 from schemas import FORMAT_VERSION
@@ -116,7 +117,28 @@ def _cases(atlas: dict, tmp: Path) -> dict[str, tuple[list[str], str]]:
     a_file.write_text("not a folder")
     no_decoder = tmp / "no-decoder.toml"
     no_decoder.write_text(atlas["cfg"].read_text() + '[models]\ndecoder = "builtin:no-such-decoder"\n')
+    no_index = tmp / "no-index"  # a decoder folder with its unet but no model_index.json
+    shutil.copytree(Path(SHIPPED) / "toy-decoder" / "unet", no_index / "unet")
+    models = {
+        "arch": 'clip = "open_clip:ViT-B-23/laion2b_s34b_b79k"',
+        "tag": 'clip = "open_clip:ViT-B-32/laion2b_s34b_b97k"',
+        "index": f'decoder = "{no_index}"',
+    }
+    for name, line in models.items():
+        (tmp / f"{name}.toml").write_text(atlas["cfg"].read_text() + f"[models]\n{line}\n")
     return {
+        "mistyped open_clip architecture": (
+            ["build", "--config", str(tmp / "arch.toml"), "--out", out],
+            "open_clip has no architecture 'ViT-B-23' (did you mean ViT-B-32",
+        ),
+        "mistyped open_clip tag": (
+            ["build", "--config", str(tmp / "tag.toml"), "--out", out],
+            "open_clip knows no pretrained tag 'laion2b_s34b_b97k' for ViT-B-32",
+        ),
+        "decoder folder without model_index.json": (
+            ["build", "--config", str(tmp / "index.toml"), "--out", out],
+            "not a diffusers pipeline folder (no model_index.json)",
+        ),
         "unknown decoder": (
             ["build", "--config", str(no_decoder), "--out", out],
             "unknown built-in model 'builtin:no-such-decoder'",
@@ -135,7 +157,17 @@ def _cases(atlas: dict, tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["missing source", "unknown config key", "unknown decoder", "output inside a file", "output is a file"]
+    "case",
+    [
+        "missing source",
+        "unknown config key",
+        "unknown decoder",
+        "output inside a file",
+        "output is a file",
+        "mistyped open_clip architecture",
+        "mistyped open_clip tag",
+        "decoder folder without model_index.json",
+    ],
 )
 def test_a_run_that_cannot_go_on_leaves_the_atlas_unchanged(atlas, tmp_path, case):
     before = checksums(atlas["out"])
@@ -199,3 +231,53 @@ def test_an_imported_sae_of_the_wrong_width_is_one_line_and_the_atlas_is_unchang
     before = checksums(atlas["out"])
     one_error_line(atlas_cli("import-sae", str(sae), "--atlas", str(atlas["out"])), "8-d inputs")
     assert checksums(atlas["out"]) == before
+
+
+def test_an_open_clip_model_not_in_the_cache_offline_is_one_line_in_seconds(atlas, tmp_path):
+    """With HF_HUB_OFFLINE=1 and an empty Hugging Face cache: refused before Ray starts, in about the time it
+    takes to import open_clip (it was 35 s, Ray tracebacks, exit status 1 and embed left "running")."""
+    import os
+    import time
+
+    (tmp_path / "hf").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_CACHE")}
+    env |= {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    cfg = tmp_path / "uncached.toml"
+    cfg.write_text(atlas["cfg"].read_text() + '[models]\nclip = "open_clip:ViT-B-32/laion2b_s34b_b79k"\n')
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import jobs.cli, open_clip"], check=True, env=env, timeout=300)
+    imports = time.perf_counter() - t0
+    before = checksums(atlas["out"])
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "build", "--config", str(cfg), "--out", str(atlas["out"])],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    one_error_line(
+        proc,
+        "models.clip = 'open_clip:ViT-B-32/laion2b_s34b_b79k': weights not in the local cache "
+        f"(hub laion/CLIP-ViT-B-32-laion2B-s34B-b79K in {tmp_path / 'hf' / 'hub'}) and HF_HUB_OFFLINE=1",
+    )
+    assert seconds < imports + 5, f"{seconds:.1f}s for the refusal, {imports:.1f}s to import the CLI and open_clip"
+    assert checksums(atlas["out"]) == before
+
+
+def test_an_atlas_error_in_an_actor_constructor_is_one_line_and_the_stage_is_recorded_failed(atlas, tmp_path):
+    """A CLIP folder whose weights file is corrupt passes the preflight (it does not read weights); the embed
+    actor's constructor finds it: one line, exit status 2, no Ray traceback, embed recorded as failed."""
+    clip = tmp_path / "corrupt-clip"
+    shutil.copytree(Path(SHIPPED) / "toy-clip", clip)
+    weights = clip / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    cfg = tmp_path / "corrupt.toml"
+    cfg.write_text(atlas["cfg"].read_text() + f'[models]\nclip = "{clip}"\n')
+    out = tmp_path / "atlas"
+    proc = atlas_cli("embed", "--config", str(cfg), "--atlas", str(out))
+    message = f"{clip}: open_clip could not load this model folder (SafetensorError"
+    one_error_line(proc, message)
+    assert "ActorDiedError" not in proc.stdout + proc.stderr and "UserCodeException" not in proc.stderr
+    record = AtlasStore(out).stage("embed")
+    assert record["status"] == "failed" and message in record["error"] and record["finished"], record
+    info = atlas_cli("info", "--atlas", str(out))
+    assert info.returncode == 0 and "embed      failed" in info.stdout and message in info.stdout, info.stdout

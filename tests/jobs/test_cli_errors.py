@@ -114,3 +114,28 @@ def test_the_real_command_line_reports_a_bug_in_one_line_or_a_traceback(tmp_path
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "ATLAS_DEBUG": "1"}, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback (most recent call last)" in proc.stderr and "in _boom" in proc.stderr
+
+
+def test_an_atlas_error_from_an_actor_constructor_is_unwrapped(capsys):
+    """What a driver gets from an actor whose constructor raised: an ActorDiedError holding the creation task's
+    RayTaskError; and from a Ray Data UDF: a RayTaskError(UserCodeException) whose cause, pickled on the way,
+    jobs.runtime keeps."""
+    import pickle
+
+    from ray.exceptions import ActorDiedError, RayTaskError, UserCodeException
+
+    import jobs.runtime  # noqa: F401 (registers how a UserCodeException is pickled)
+
+    cause = AtlasError("models.clip = 'x': corrupt weights")
+    died = pickle.loads(pickle.dumps(ActorDiedError(RayTaskError("A.__init__", "Traceback ...", cause))))
+    assert atlas_cause(died) is not None and str(atlas_cause(died)) == str(cause)
+    assert report_failure(died) == 2
+    assert capsys.readouterr().err == "error: models.clip = 'x': corrupt weights\n"
+
+    try:
+        raise UserCodeException("UDF failed to process a data block.") from cause
+    except UserCodeException as e:
+        wrapped = RayTaskError("map", "Traceback ...", e).as_instanceof_cause()
+    from ray import cloudpickle
+
+    assert str(atlas_cause(cloudpickle.loads(cloudpickle.dumps(wrapped)))) == str(cause)
