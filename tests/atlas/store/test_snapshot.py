@@ -143,7 +143,8 @@ def test_a_killed_rewrite_keeps_the_old_snapshot_until_the_rerun_commits(store):
     cfg2 = cfg1.model_copy(update={"featurize": FeaturizeConfig(top_k=3)})
     with pytest.raises(KeyboardInterrupt):
         run_stage("featurize", cfg2, store, generation(2.0, fail_after=2), say)
-    assert store.stage("featurize")["status"] == "running"
+    record = store.stage("featurize")
+    assert record["status"] == "failed" and record["error"] == "interrupted (KeyboardInterrupt)", record
     assert generation_seen(store) == (15, 1.0, 1.0)
     run_stage("featurize", cfg2, store, generation(2.0), say)  # the rerun: same fingerprint, resumes
     assert generation_seen(store) == (15, 2.0, 2.0)
