@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from atlas.check_invariants import CHECKS, Problem
 from atlas.store import AtlasStore
-from schemas import TABLES
+from schemas import TABLES, vector_width
 from schemas.views import view_sql
 
 
@@ -94,41 +94,26 @@ def _check_part(store: AtlasStore, table: str, name: str, record: dict[str, Any]
         return False
 
     try:
-        size, digest = _hash(store, path)
+        with store.fs.open_input_stream(path) as f:
+            blob = f.read()  # read once: hashed, then parsed (the decoded table is no smaller than its file)
     except FileNotFoundError:
         return bad("missing (the manifest lists it as committed)")
+    size, digest = len(blob), hashlib.sha256(blob).hexdigest()
     if record is not None and (size, digest) != (record["bytes"], record["sha256"]):
         bad(
             f"checksum mismatch ({size} bytes, sha256 {digest[:12]}; recorded {record['bytes']} bytes, "
             f"sha256 {record['sha256'][:12]})"
         )
     try:
-        data = pq.read_table(path, filesystem=store.fs)
+        data = pq.read_table(pa.BufferReader(blob))
     except (pa.ArrowException, OSError) as e:
         return bad(f"unreadable as Parquet ({str(e).splitlines()[0][:200]})")
-    expected = TABLES[table].schema(_vector_width(data.schema))
+    expected = TABLES[table].schema(vector_width(data.schema))
     if record is not None and data.num_rows != record["rows"]:
         bad(f"{data.num_rows} rows, {record['rows']} recorded")
     if not data.schema.equals(expected, check_metadata=False):
         return bad(f"schema does not match the contract ({_schema_diff(data.schema, expected)})")
     return True
-
-
-def _hash(store: AtlasStore, path: str) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with store.fs.open_input_stream(path) as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
-def _vector_width(schema: pa.Schema) -> int | None:
-    for f in schema:
-        if pa.types.is_fixed_size_list(f.type):
-            return f.type.list_size
-    return None
 
 
 def _schema_diff(got: pa.Schema, expected: pa.Schema) -> str:
@@ -156,7 +141,7 @@ def _check_invariants(store: AtlasStore, m: dict[str, Any], good: dict[str, list
         return
     damaged = {p.table for p in report.problems}
     con = duckdb.connect()
-    dim = _vector_width(pq.read_schema(good["embeddings"][0], filesystem=store.fs)) if good["embeddings"] else 1
+    dim = vector_width(pq.read_schema(good["embeddings"][0], filesystem=store.fs)) if good["embeddings"] else 1
     for name, spec in TABLES.items():
         con.execute(view_sql(name, spec.schema(dim), has_parts=False, files=good[name]))
     for name, (stage, tables) in INVARIANTS.items():

@@ -166,7 +166,7 @@ def run_stage(
         store.require_stage(dep, f"'{name}'")
     fp = fingerprint(stage, cfg, store)
     info = store.stage(name)
-    if _up_to_date(stage, cfg, store):
+    if _up_to_date(stage, info, fp, store):
         say(f"{name:<10} up to date, skipped")
         return False
     preflight(name, cfg)  # a bad input stops here, before anything in the atlas changes
@@ -217,13 +217,9 @@ def _run_id(stage: Stage, info: dict[str, Any], fp: str, before: dict[str, Any],
     return uuid.uuid4().hex
 
 
-def _up_to_date(stage: Stage, cfg: AtlasConfig, store: AtlasStore) -> bool:
-    info = store.stage(stage.name)
-    return (
-        info.get("status") == "done"
-        and info.get("fingerprint") == fingerprint(stage, cfg, store)
-        and outputs_present(stage, store)
-    )
+def _up_to_date(stage: Stage, info: dict[str, Any], fp: str, store: AtlasStore) -> bool:
+    """Whether the stage whose manifest record is `info` finished for fingerprint `fp` and its outputs are there."""
+    return info.get("status") == "done" and info.get("fingerprint") == fp and outputs_present(stage, store)
 
 
 def stages_to_run(names: list[str], store: AtlasStore, cfg: AtlasConfig) -> list[str]:
@@ -232,7 +228,9 @@ def stages_to_run(names: list[str], store: AtlasStore, cfg: AtlasConfig) -> list
     out: list[str] = []
     for name in names:
         stage = STAGES[name]
-        if any(d in out for d in stage.deps) or not _up_to_date(stage, cfg, store):
+        if any(d in out for d in stage.deps) or not _up_to_date(
+            stage, store.stage(name), fingerprint(stage, cfg, store), store
+        ):
             out.append(name)
     return out
 

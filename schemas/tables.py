@@ -19,6 +19,14 @@ def embedding_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 
 
+def vector_width(schema: pa.Schema) -> int | None:
+    """The width of the first vector column of `schema` (the atlas's embedding width), or None."""
+    for field in schema:
+        if pa.types.is_fixed_size_list(field.type):
+            return field.type.list_size
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     name: str

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from atlas.errors import AtlasError
 from atlas.store.atomic import json_bytes
 from atlas.store.manifest import ManifestStore
-from schemas import TABLES
+from schemas import TABLES, vector_width
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +66,7 @@ class TableParts(ManifestStore):
         renamed into place; an object store's PUT is atomic by itself. Its rows, bytes and sha256 go to a hidden
         sidecar (`.<part>.parquet.sum`), which the driver copies into the manifest when it commits the table
         (`record_tables`): a record of what was written, from whichever process wrote it."""
-        expected = TABLES[table].schema(_vector_width(data))
+        expected = TABLES[table].schema(vector_width(data.schema))
         if not data.schema.equals(expected, check_metadata=False):
             raise TypeError(f"{table}/{part}: schema {data.schema} does not match the contract {expected}")
         folder = self._path(TABLES[table].folder)
@@ -174,13 +174,6 @@ class TableParts(ManifestStore):
         for path in retired:
             self.fs.delete_file(path)
         return len(retired)
-
-
-def _vector_width(data: pa.Table) -> int | None:
-    for field in data.schema:
-        if pa.types.is_fixed_size_list(field.type):
-            return field.type.list_size
-    return None
 
 
 def table_from_rows(table: str, columns: dict[str, Iterable[Any]], dim: int | None = None) -> pa.Table:
