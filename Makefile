@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup build test check view chromium clean
+.PHONY: setup build test check view chromium clean sae-stability
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ view: setup
 
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The toy world's SAE against another seed and each other variant (README "Comparing SAEs"); ~12 min on 2 cores.
+STABILITY := toy-saes
+sae-stability: setup
+	$(BIN)/atlas build --out $(STABILITY)/relu-seed0
+	for v in seed1 topk batchtopk jumprelu; do \
+		$(BIN)/atlas build --config jobs/configs/toy-$$v.toml --out $(STABILITY)/$$v && \
+		$(BIN)/atlas diff $(STABILITY)/relu-seed0 $(STABILITY)/$$v --out $(STABILITY)/diff-$$v || exit 1; \
+	done
+	$(BIN)/atlas sql --atlas $(STABILITY)/diff-seed1 "SELECT kind, groups, features_a, features_b, share_a, share_b, median_cosine FROM diff_summary"
 
 clean:
 	rm -rf atlas-out

@@ -22,7 +22,7 @@ from atlas.config import AtlasConfig, load_config
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
 from atlas.uploads import UPLOADS
-from jobs import cli_data, cli_generate, cli_serve
+from jobs import cli_data, cli_diff, cli_generate, cli_serve
 from jobs.cli_common import (
     AtlasDir,
     ConfigFile,
@@ -292,6 +292,9 @@ def view(
     atlas: AtlasDir = Path("atlas-out"),
     port: Annotated[int, typer.Option(help="port to serve on")] = 8501,
     address: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    compare_url: Annotated[
+        str, typer.Option(help="the viewer of the other atlas of a diff: the Diff page links its features there")
+    ] = "",
 ) -> None:
     """Open the atlas in the Streamlit viewer."""
     store = existing_atlas(atlas)
@@ -306,7 +309,10 @@ def view(
     sys.stdout.flush()
     # The server replaces this process (exec): a signal to `atlas view` reaches the server itself, so stopping
     # it frees the port (a child server would outlive a SIGTERM to its parent).
-    os.execve(sys.executable, cmd, {**os.environ, "ATLAS_DIR": str(store.root)})
+    env = {**os.environ, "ATLAS_DIR": str(store.root)}
+    if compare_url:
+        env["ATLAS_COMPARE_URL"] = compare_url.rstrip("/")
+    os.execve(sys.executable, cmd, env)
 
 
 toy = typer.Typer(no_args_is_help=True, help="Train the toy world's models (the embedded default's CLIP and decoder).")
@@ -359,7 +365,7 @@ bench = typer.Typer(
 app.add_typer(bench, name="bench")
 
 # Commands that live in their own modules, one per plane.
-for _module in (cli_data, cli_generate, cli_serve):
+for _module in (cli_data, cli_diff, cli_generate, cli_serve):
     _module.register(app, bench)
 
 

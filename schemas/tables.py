@@ -232,6 +232,77 @@ TABLES: dict[str, TableSpec] = {
                 ),
             ),
         ),
+        TableSpec(
+            "diff_matches",
+            "diff/matches",
+            "How the features of atlas A relate to those of B (`atlas diff`): one row per (A feature, B feature) pair "
+            "of a group, one row per feature found on one side only.",
+            (
+                (
+                    "kind",
+                    "string",
+                    "matched (one A feature = one B feature), split (one A feature = several B features), merged "
+                    "(several A features = one B feature), gone (only in A), new (only in B)",
+                ),
+                (
+                    "group_id",
+                    "int32",
+                    "the match, split or merge the row belongs to (a feature of one side only: its own)",
+                ),
+                ("feature_a", "int32", "the feature of A (null for new)"),
+                ("feature_b", "int32", "the feature of B (null for gone)"),
+                (
+                    "cosine",
+                    "float32",
+                    "cosine between the two decoder directions; gone/new: to the nearest alive feature of the other "
+                    "SAE",
+                ),
+                (
+                    "correlation",
+                    "float32",
+                    "Pearson correlation of the two features' activations over the images both atlases hold "
+                    "(null without shared images, and for gone/new)",
+                ),
+                (
+                    "weight",
+                    "float32",
+                    "split/merge: the part's coefficient in the non-negative least-squares fit of the whole's unit "
+                    "decoder direction by its parts' unit directions; 1 for a match",
+                ),
+                ("group_cosine", "float32", "cosine between the whole's direction and that fit (a match: its cosine)"),
+                (
+                    "group_correlation",
+                    "float32",
+                    "correlation of the whole's activation with the sum of its parts' activations, each times its "
+                    "decoder norm (null without shared images)",
+                ),
+            ),
+        ),
+        TableSpec(
+            "diff_summary",
+            "diff/summary",
+            "`atlas diff`: how many features of each side fall into each kind.",
+            (
+                ("kind", "string", "matched, split, merged, gone, new, or dead (never fired: not compared)"),
+                ("groups", "int32", "groups of this kind"),
+                ("features_a", "int32", "features of A of this kind"),
+                ("features_b", "int32", "features of B of this kind"),
+                ("share_a", "float64", "features_a over A's alive features (dead: over all of A's features)"),
+                ("share_b", "float64", "features_b over B's alive features (dead: over all of B's features)"),
+                ("median_cosine", "float64", "median decoder cosine of the kind's rows (null for dead)"),
+            ),
+        ),
+        TableSpec(
+            "diff_cosines",
+            "diff/cosines",
+            "`atlas diff`: the distribution of each alive feature's best decoder cosine to the other SAE.",
+            (
+                ("side", "string", "a: A's features against B's; b: B's against A's"),
+                ("bin_low", "float32", "the bin's lower edge (cosine)"),
+                ("bin_high", "float32", "the bin's upper edge"),
+                ("features", "int32", "features whose best cosine falls in the bin"),
+            ),
+        ),
     )
 }
 

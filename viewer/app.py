@@ -21,6 +21,7 @@ pages = [
     st.Page("pages/feature.py", title="Feature", icon=":material/search:"),
     st.Page("pages/search.py", title="Search", icon=":material/manage_search:"),
     st.Page("pages/directions.py", title="Directions", icon=":material/swap_horiz:"),
+    st.Page("pages/diff.py", title="Diff", icon=":material/compare:"),
     st.Page("pages/sql.py", title="SQL", icon=":material/database:"),
 ]
 try:  # the image explorer (pick or upload an image, scale its concepts, render) lives in viewer/steer.py

@@ -354,3 +354,57 @@ def search_call(store: AtlasStore, method: str, *args: Any) -> Any:
     session, lock = model_session(store)
     with lock:
         return getattr(AtlasSearch(session), method)(*args)
+
+
+# ---- diff ------------------------------------------------------------------------------------------------
+def diff_record(store: AtlasStore) -> dict[str, Any] | None:
+    """What `atlas diff` recorded in this folder's manifest (the two sides, settings, summary), or None."""
+    return store.manifest().get("diff")
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def diff_summary(store: AtlasStore) -> pd.DataFrame:
+    """The diff_summary table, in its kinds' order."""
+    return _sql(store, "SELECT * FROM diff_summary")
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def diff_cosines(store: AtlasStore) -> pd.DataFrame:
+    """Each side's best-cosine histogram: side, bin_low, features."""
+    return _sql(store, "SELECT side, bin_low, features FROM diff_cosines ORDER BY side, bin_low")
+
+
+DIFF_ORDERS = {
+    "weakest first": "min(cosine), group_id",
+    "strongest first": "min(cosine) DESC, group_id",
+    "most parts first": "count(*) DESC, group_id",
+}
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def diff_groups(store: AtlasStore, kind: str, order: str, limit: int, offset: int) -> tuple[int, pd.DataFrame]:
+    """(groups of `kind`, the rows of one page of them ordered by `order`, a DIFF_ORDERS key)."""
+    total = int(
+        _sql(store, "SELECT count(DISTINCT group_id) AS n FROM diff_matches WHERE kind = ?", [kind])["n"].iloc[0]
+    )
+    rows = _sql(
+        store,
+        f"""WITH page AS (SELECT group_id, row_number() OVER (ORDER BY {DIFF_ORDERS[order]}) AS page_rank
+                          FROM diff_matches WHERE kind = ? GROUP BY group_id
+                          ORDER BY {DIFF_ORDERS[order]} LIMIT ? OFFSET ?)
+            SELECT m.* FROM diff_matches m JOIN page USING (group_id)
+            ORDER BY page.page_rank, m.feature_a, m.feature_b""",
+        [kind, limit, offset],
+    )
+    return total, rows
+
+
+def side_store(path: str) -> AtlasStore | None:
+    """The atlas at `path` (a side of a diff), or None when that side is an SAE file or is gone."""
+    store = AtlasStore(path)
+    return store if store.is_atlas() and store.parts("embeddings") else None
+
+
+def compare_url() -> str:
+    """The other diff side's viewer (`atlas view --compare-url`), or "" when none was given."""
+    return os.environ.get("ATLAS_COMPARE_URL", "")

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +176,7 @@ class TableParts(ManifestStore):
         return len(retired)
 
 
-def table_from_rows(table: str, columns: dict[str, Iterable[Any]], dim: int | None = None) -> pa.Table:
+def table_from_rows(table: str, columns: Mapping[str, Iterable[Any]], dim: int | None = None) -> pa.Table:
     """Build a contract-conforming Arrow table from column values (python lists or numpy arrays)."""
     schema = TABLES[table].schema(dim)
     arrays = []

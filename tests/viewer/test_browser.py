@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from sae_edits import split_one_feature
 from toy_atlas import build_toy_atlas
 
 CHROMIUM_ARGS = [
@@ -75,6 +76,7 @@ def server(tmp_path_factory):
     chromium = chromium_path()
     root = tmp_path_factory.mktemp("browser")
     store = build_toy_atlas(root, n_images=300, epochs=10, l1=4.0)
+    split = split_into_diff(store, root)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", "view", "--atlas", str(store.root), "--port", str(port)],
@@ -83,7 +85,7 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
-        yield {"url": url, "chromium": chromium, "store": store, "shots": root / "screenshots"}
+        yield {"url": url, "chromium": chromium, "store": store, "shots": root / "screenshots", "split": split}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -91,6 +93,19 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def split_into_diff(store, root: Path) -> int:
+    """`atlas diff` of the atlas against its SAE with its most frequent feature split in two, written into the
+    atlas (the Diff page then shows that split); returns the split feature."""
+    from atlas.diff.compare import DiffSettings, diff_sides
+    from atlas.diff.report import write_diff
+    from atlas.diff.sides import open_atlas_side, open_sae_side
+
+    path, k, _ = split_one_feature(store.root, root)
+    a = open_atlas_side(store.root)
+    write_diff(store, diff_sides(a, open_sae_side(path, a, root / "work"), DiffSettings(), say=lambda _: None))
+    return k
 
 
 def _settle(page) -> None:
@@ -114,7 +129,8 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             for path, heading in [("", "CLIP Feature Atlas"), ("grid", "Feature grid"), ("feature", "Feature "),
-                                  ("search", "Search"), ("directions", "Directions"), ("sql", "SQL")]:  # fmt: skip
+                                  ("search", "Search"), ("directions", "Directions"), ("sql", "SQL"),
+                                  ("diff", "Diff")]:  # fmt: skip
                 page.goto(f"{url}/{path}")
                 expect(page.locator("h1").first).to_contain_text(heading, timeout=90_000)
                 _settle(page)
@@ -141,8 +157,18 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             expect(page.get_by_text("Top images")).to_be_visible(timeout=60_000)
             _settle(page)
             page.screenshot(path=str(shots / f"feature-{feature_id}.png"), full_page=True)
+
+            k = server["split"]  # the Diff page opens on the split: A's feature beside B's two parts
+            page.goto(f"{url}/diff")
+            expect(page.get_by_text(f"A #{k}").first).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("1 split groups")).to_be_visible(timeout=60_000)
+            _settle(page)
+            page.screenshot(path=str(shots / "diff-split.png"), full_page=True)
+            page.get_by_role("link", name=f"Open A #{k}").click()
+            page.wait_for_url(f"**/feature?feature={k}", timeout=60_000)
+            expect(page.locator("h1").first).to_contain_text(f"Feature {k}", timeout=60_000)
             assert not errors, errors
         finally:
             browser.close()
     saved = sorted(p.name for p in shots.glob("*.png"))
-    assert len(saved) == 8 and all((shots / n).stat().st_size > 5000 for n in saved), saved
+    assert len(saved) == 10 and all((shots / n).stat().st_size > 5000 for n in saved), saved
