@@ -88,7 +88,7 @@ def connect(store: AtlasStore, limits: SqlLimits = SqlLimits()) -> duckdb.DuckDB
 def connect_snapshot(store: AtlasStore, limits: SqlLimits = SqlLimits()) -> tuple[duckdb.DuckDBPyConnection, int]:
     """`connect`, and the manifest's tables_version the views were built from (see `snapshot_changed`)."""
     version, files = store.snapshot()
-    if not files["embeddings"] and not any(files.values()):
+    if not any(files.values()):
         raise AtlasError(f"{store.root}: no embeddings yet (run `atlas embed` or `atlas build`)")
     # A folder of `atlas diff` tables alone has no embeddings: its vector tables are empty views of width 1.
     dim = pq.read_schema(files["embeddings"][0]).field("embedding").type.list_size if files["embeddings"] else 1

@@ -240,7 +240,10 @@ def run_diff_bench(work: Path, world: PlantedWorld, n_images: int, say=print) ->
         "n_features": world.n_features,
         "dim": world.dim,
         "l0": world.l0,
-        "activations": {"a": int(_activation_rows(a)), "b": int(_activation_rows(b))},
+        "activations": {
+            "a": AtlasStore(work / "a").count_rows("activations"),
+            "b": AtlasStore(work / "b").count_rows("activations"),
+        },
         "planted_pair_written_s": round(write_s, 1),
         "diff_s": round(diff_s, 1),
         "diff_phases_s": result.info["seconds"],
@@ -252,12 +255,6 @@ def run_diff_bench(work: Path, world: PlantedWorld, n_images: int, say=print) ->
         "known_answers": score_against_truth(result.matches, truth),
         "within_10_minutes": diff_s < 600,
     }
-
-
-def _activation_rows(side) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in side.activations)
 
 
 def bench_diff(

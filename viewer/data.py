@@ -382,12 +382,17 @@ DIFF_ORDERS = {
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
-def diff_groups(store: AtlasStore, kind: str, order: str, limit: int, offset: int) -> tuple[int, pd.DataFrame]:
-    """(groups of `kind`, the rows of one page of them ordered by `order`, a DIFF_ORDERS key)."""
-    total = int(
+def diff_group_count(store: AtlasStore, kind: str) -> int:
+    """How many groups of `kind` the diff holds."""
+    return int(
         _sql(store, "SELECT count(DISTINCT group_id) AS n FROM diff_matches WHERE kind = ?", [kind])["n"].iloc[0]
     )
-    rows = _sql(
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def diff_groups(store: AtlasStore, kind: str, order: str, limit: int, offset: int) -> pd.DataFrame:
+    """The rows of one page of the groups of `kind`, ordered by `order` (a DIFF_ORDERS key)."""
+    return _sql(
         store,
         f"""WITH page AS (SELECT group_id, row_number() OVER (ORDER BY {DIFF_ORDERS[order]}) AS page_rank
                           FROM diff_matches WHERE kind = ? GROUP BY group_id
@@ -396,7 +401,6 @@ def diff_groups(store: AtlasStore, kind: str, order: str, limit: int, offset: in
             ORDER BY page.page_rank, m.feature_a, m.feature_b""",
         [kind, limit, offset],
     )
-    return total, rows
 
 
 def side_store(path: str) -> AtlasStore | None:

@@ -16,6 +16,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from atlas.config import parse_size
 from atlas.diff.decoder_match import Pairs
 from atlas.diff.sides import DiffSide
 
@@ -47,7 +48,7 @@ class CoActivation:
     def __init__(self, a: DiffSide, b: DiffSide, memory_limit: str = "2GB"):
         self.con = duckdb.connect()
         self._spill = tempfile.TemporaryDirectory(prefix="atlas-diff-")
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute(f"SET memory_limit = '{parse_size(memory_limit)}B'")
         self.con.execute(f"SET threads = {os.cpu_count() or 1}")
         self.con.execute(f"SET temp_directory = '{self._spill.name}'")
         self.con.execute("SET preserve_insertion_order = false")

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from atlas.config import parse_size
 from atlas.diff.coactivation import CoActivation
 from atlas.diff.decoder_match import Neighbours, Pairs, candidate_pairs, mutual_matches, nearest
 from atlas.diff.groups import GroupFit, assign_groups, propose_groups
@@ -56,6 +57,10 @@ class DiffSettings:
         for name in ("match_correlation", "group_correlation"):
             if not -1 <= getattr(self, name) <= 1:
                 raise AtlasError(f"diff: {name} must be in [-1, 1], got {getattr(self, name)}")
+        try:
+            parse_size(self.memory_limit)
+        except ValueError as e:
+            raise AtlasError(f"diff: memory_limit: {e}") from None
 
 
 @dataclass
@@ -106,10 +111,9 @@ def diff_sides(a: DiffSide, b: DiffSide, settings: DiffSettings, say: Callable[[
         )
     t0 = time.perf_counter()
     ids_a, ids_b = np.flatnonzero(a.alive_f), np.flatnonzero(b.alive_f)
-    unit_a, unit_b = a.unit_fd, b.unit_fd
     say(f"diff       decoder cosines: {len(ids_a):,} x {len(ids_b):,} alive features, {settings.k} nearest each way")
-    a_to_b = nearest(unit_a, ids_a, unit_b, ids_b, settings.k)
-    b_to_a = nearest(unit_b, ids_b, unit_a, ids_a, settings.k)
+    a_to_b = nearest(a.unit_fd, ids_a, b.unit_fd, ids_b, settings.k)
+    b_to_a = nearest(b.unit_fd, ids_b, a.unit_fd, ids_a, settings.k)
     t_geometry = time.perf_counter() - t0
     co = CoActivation(a, b, settings.memory_limit) if a.has_activations and b.has_activations else None
     if co is not None and co.n_images == 0:
@@ -117,7 +121,7 @@ def diff_sides(a: DiffSide, b: DiffSide, settings: DiffSettings, say: Callable[[
         co = None
     say(f"diff       co-activation over {co.n_images:,} shared images" if co else "diff       no shared images")
     try:
-        result = _classify(a, b, a_to_b, b_to_a, unit_a, unit_b, co, settings)
+        result = _classify(a, b, a_to_b, b_to_a, co, settings)
     finally:
         if co is not None:
             co.close()
@@ -140,18 +144,16 @@ def _classify(
     b: DiffSide,
     a_to_b: Neighbours,
     b_to_a: Neighbours,
-    unit_a: np.ndarray,
-    unit_b: np.ndarray,
     co: CoActivation | None,
     s: DiffSettings,
 ) -> DiffResult:
     free_a, free_b = a.alive_f.copy(), b.alive_f.copy()
     candidates = candidate_pairs(a_to_b, b_to_a, s.part_cosine)
-    splits = _groups(co, "a", candidates, unit_a, unit_b, b.norms_f, free_a, free_b, b.n_features, s)
+    splits = _groups(co, "a", candidates, a.unit_fd, b.unit_fd, b.norms_f, free_a, free_b, b.n_features, s)
     for g in splits:
         free_a[g.group.whole], free_b[g.group.parts] = False, False
     flipped = Pairs(candidates.b, candidates.a, candidates.cosine)
-    merges = _groups(co, "b", flipped, unit_b, unit_a, a.norms_f, free_b, free_a, a.n_features, s)
+    merges = _groups(co, "b", flipped, b.unit_fd, a.unit_fd, a.norms_f, free_b, free_a, a.n_features, s)
     for g in merges:
         free_b[g.group.whole], free_a[g.group.parts] = False, False
     mutual = mutual_matches(a_to_b, b_to_a, free_a, free_b, s.match_cosine)

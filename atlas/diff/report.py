@@ -15,7 +15,6 @@ DIFF_TABLES = ("diff_matches", "diff_summary", "diff_cosines")
 
 def write_diff(store: AtlasStore, result: DiffResult) -> dict[str, Any]:
     """Write the result's tables and record it in `store`'s manifest; returns the record."""
-    store.ensure_writable()
     store.write_part("diff_matches", "part-00000", result.matches)
     store.write_part("diff_summary", "part-00000", result.summary)
     store.write_part("diff_cosines", "part-00000", result.cosines)

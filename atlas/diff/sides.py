@@ -8,6 +8,7 @@ activations are then computed here, over A's embeddings, into a working folder t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +38,15 @@ class DiffSide:
     def has_activations(self) -> bool:
         return bool(self.activations)
 
-    @property
+    @cached_property
     def unit_fd(self) -> np.ndarray:
         """Unit-norm decoder directions (a zero row stays zero)."""
         return self.decoder_fd / np.maximum(self.norms_f, 1e-12)[:, None].astype(np.float32)
 
-    @property
+    @cached_property
     def norms_f(self) -> np.ndarray:
-        return np.linalg.norm(self.decoder_fd.astype(np.float64), axis=1)
+        """Decoder row norms, float64 (summed in float64 without a float64 copy of the decoder)."""
+        return np.sqrt(np.einsum("fd,fd->f", self.decoder_fd, self.decoder_fd, dtype=np.float64))
 
 
 def open_atlas_side(path: Path) -> DiffSide:

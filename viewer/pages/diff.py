@@ -50,10 +50,10 @@ if not present:
 controls = st.columns(3)
 kind = controls[0].selectbox("Kind", present, key="diff_kind")
 order = controls[1].selectbox("Order", list(data.DIFF_ORDERS), key="diff_order")
-total, _ = data.diff_groups(store, kind, order, 1, 0)
+total = data.diff_group_count(store, kind)
 pages = max(1, math.ceil(total / GROUPS_PER_PAGE))
 page = controls[2].number_input("Page", min_value=1, max_value=pages, step=1, key="diff_page")
-_, rows = data.diff_groups(store, kind, order, GROUPS_PER_PAGE, (page - 1) * GROUPS_PER_PAGE)
+rows = data.diff_groups(store, kind, order, GROUPS_PER_PAGE, (page - 1) * GROUPS_PER_PAGE)
 st.caption(f"{total:,} {kind} groups, page {page} of {pages}")
 
 

@@ -44,3 +44,14 @@ def test_without_activations_the_decoder_alone_decides():
     assert {(r["feature_a"], r["feature_b"]) for r in rows} == {(i, 49 - i) for i in range(50)}
     assert all(r["correlation"] is None for r in rows)
     assert result.info["shared_images"] == 0
+
+
+def test_settings_out_of_range_are_one_line_errors():
+    import pytest
+
+    from atlas.errors import AtlasError
+
+    with pytest.raises(AtlasError, match="memory_limit: not a size"):
+        DiffSettings(memory_limit="lots")
+    with pytest.raises(AtlasError, match="match_cosine must be in"):
+        DiffSettings(match_cosine=1.5)
