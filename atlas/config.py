@@ -27,8 +27,9 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     source: str = Field(
         "builtin:shapes",
-        description="builtin:shapes, an image folder, WebDataset .tar shards or Parquet files (path or pyarrow URI, "
-        "optionally prefixed folder:, webdataset:, parquet:)",
+        description="builtin:shapes, an image folder, WebDataset .tar shards, Parquet files, or precomputed "
+        "embeddings in clip-retrieval's layout (img_emb/ + metadata/); a path or pyarrow URI, optionally prefixed "
+        "folder:, webdataset:, parquet:, embeddings:",
     )
     limit: int = Field(0, ge=0, description="embed at most this many images (0 = all)")
     thumbnail_size: int = Field(64, ge=8, le=512)

@@ -1,6 +1,7 @@
 """The embed stage as plain functions: decode a batch of raw images from a source (`atlas/sources.py`), embed
-the good ones, split the result into the `images`, `embeddings` and `errors` tables. `jobs/embed.py` runs these
-in Ray; they run without it too.
+the good ones, split the result into the `images`, `embeddings` and `errors` tables; or, for precomputed
+embeddings (`atlas/embedding_source.py`), pass a shard's rows through with thumbnails of their images.
+`jobs/embed.py` runs these in Ray; they run without it too.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from atlas.images import decode_image, image_id_for
+from atlas.embedding_source import read_embedding_rows, resolve_image_path
+from atlas.filesystems import filesystem
+from atlas.images import decode_image, decode_thumbnail, image_id_for
 from atlas.models.clip import ClipEmbedder
 from atlas.sources import RawImage
 from atlas.store import table_from_rows, vectors_to_numpy
@@ -57,6 +60,44 @@ def embed_batch(embedder: ClipEmbedder, batch: dict[str, np.ndarray]) -> np.ndar
         errors[bad] = "embedding is not finite (NaN or Inf)"
         batch["error"] = errors
     return emb
+
+
+def passthrough_rows(location: str, spec: str, thumbnail_size: int, max_pixels: int) -> pa.Table:
+    """One shard of precomputed embeddings as embedded rows (the columns `split_outputs` reads): a row that is
+    not finite gets an error; a thumbnail where the row's image can be read, else none and size 0."""
+    rows = read_embedding_rows(location, spec)
+    emb_nd = rows.embeddings_nd
+    finite = np.isfinite(emb_nd).all(axis=1)
+    _, root = filesystem(location)
+    width, height, thumbs = [], [], []
+    for rel in rows.image_path:
+        w = h = 0
+        thumb = b""
+        path = resolve_image_path(root, rel)
+        if path is not None:
+            try:
+                fs, p = filesystem(path)
+                with fs.open_input_stream(p) as f:
+                    w, h, thumb = decode_thumbnail(f.read(), thumbnail_size, max_pixels)
+            except (OSError, ValueError):  # a thumbnail is a convenience: the embedding is the data
+                pass
+        width.append(w)
+        height.append(h)
+        thumbs.append(thumb)
+    error = ["" if ok else "embedding is not finite (NaN or Inf)" for ok in finite]
+    emb_nd = np.where(finite[:, None], emb_nd, 0.0).astype(np.float32)
+    return pa.table(
+        {
+            "source": rows.source,
+            "image_id": pa.array([image_id_for(s) for s in rows.source], pa.int64()),
+            "caption": [c or "" for c in rows.caption],
+            "width": pa.array(width, pa.int32()),
+            "height": pa.array(height, pa.int32()),
+            "error": error,
+            "thumbnail": pa.array(thumbs, pa.binary()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb_nd.reshape(-1)), emb_nd.shape[1]),
+        }
+    )
 
 
 def split_outputs(rows: pa.Table, dim: int) -> tuple[pa.Table, pa.Table, pa.Table]:

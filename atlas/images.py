@@ -36,6 +36,21 @@ def decode_image(data: bytes, model_size: int, thumbnail_size: int, max_pixels: 
     Raises ValueError with a one-line reason for anything that cannot be used."""
     from atlas.models.clip import prepare_image
 
+    img, w, h = open_image(data, max_pixels)
+    img = to_rgb(img)
+    return DecodedImage(prepare_image(img, model_size), w, h, _thumbnail_jpeg(img, thumbnail_size))
+
+
+def decode_thumbnail(data: bytes, thumbnail_size: int, max_pixels: int) -> tuple[int, int, bytes]:
+    """(width, height, JPEG thumbnail) of image bytes, decoding a JPEG at a reduced scale (`Image.draft`)
+    since only the thumbnail is wanted. Raises ValueError like `decode_image`."""
+    img, w, h = open_image(data, max_pixels, draft=thumbnail_size)
+    return w, h, _thumbnail_jpeg(to_rgb(img), thumbnail_size)
+
+
+def open_image(data: bytes, max_pixels: int, draft: int | None = None) -> tuple[Image.Image, int, int]:
+    """(loaded image, width, height) of untrusted bytes, refusing bombs; with `draft`, a JPEG is decoded at
+    the smallest scale still at least `draft` pixels on each side. Raises ValueError with a one-line reason."""
     if not data:
         raise ValueError("empty file")
     try:
@@ -45,6 +60,8 @@ def decode_image(data: bytes, model_size: int, thumbnail_size: int, max_pixels: 
             w, h = img.size
             if w * h > max_pixels:
                 raise ValueError(f"image too large ({w}x{h} pixels > data.max_image_pixels = {max_pixels})")
+            if draft is not None:
+                img.draft("RGB", (draft, draft))
             img.load()
     except ValueError:
         raise
@@ -59,12 +76,15 @@ def decode_image(data: bytes, model_size: int, thumbnail_size: int, max_pixels: 
         ) from None
     if w == 0 or h == 0:
         raise ValueError("image has zero size")
-    img = to_rgb(img)
+    return img, w, h
+
+
+def _thumbnail_jpeg(img: Image.Image, size: int) -> bytes:
     thumb = img.copy()
-    thumb.thumbnail((thumbnail_size, thumbnail_size))
+    thumb.thumbnail((size, size))
     buf = io.BytesIO()
     thumb.save(buf, format="JPEG", quality=85)
-    return DecodedImage(prepare_image(img, model_size), w, h, buf.getvalue())
+    return buf.getvalue()
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

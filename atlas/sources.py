@@ -1,15 +1,18 @@
-"""Image sources named by a URI: an image folder, WebDataset tar shards (as img2dataset writes them), or Parquet
-files with image bytes or paths and captions (LAION-style). Local paths and any pyarrow filesystem URI
+"""Image sources named by a URI: an image folder, WebDataset tar shards (as img2dataset writes them), Parquet
+files with image bytes or paths and captions (LAION-style), or precomputed embeddings in clip-retrieval's layout
+(`atlas/embedding_source.py`). Local paths and any pyarrow filesystem URI
 (`s3://…`, `gs://…`, `file://…`) work the same way through `pyarrow.fs.FileSystem.from_uri`.
 
-A source is cut into **shards**, the unit of work and of resume: one tar file, one Parquet file, or
-`part_size` consecutive files of a folder. Each shard knows how many items it holds before it is read, so the
-embed job can tell when a part is complete. Every item has a **source key** that names it for good (a folder
-path relative to the root, `<tar>/<key>`, `<parquet file>#<row>` or the Parquet `key` column), and
+A source is cut into **shards**, the unit of work and of resume: one tar file, one Parquet file,
+`part_size` consecutive files of a folder, or `part_size` consecutive rows of an embedding file. Each shard
+knows how many items it holds before it is read, so the embed job can tell when a part is complete. Every
+item has a **source key** that names it for good (a folder path relative to the root, `<tar>/<key>`,
+`<parquet file>#<row>` or the Parquet `key` column, `<metadata file>#<key>` or `<npy file>#<row>`), and
 `image_id = image_id_for(source key)`: a rerun gives every image the same id.
 
-URI forms: `folder:<path>`, `webdataset:<path or dir>`, `parquet:<path or dir>`, or a bare path/URI whose kind is
-guessed (a `.tar`/`.parquet` file, a folder holding .tar or .parquet files, else an image folder).
+URI forms: `folder:<path>`, `webdataset:<path or dir>`, `parquet:<path or dir>`, `embeddings:<dir>`, or a bare
+path/URI whose kind is guessed (a `.tar`/`.parquet` file, a folder holding img_emb/ and metadata/, a folder
+holding .tar or .parquet files, else an image folder).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
 from atlas.errors import AtlasError
+from atlas.filesystems import filesystem
 from atlas.images import IMAGE_EXTENSIONS
 
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -48,21 +51,14 @@ class RawImage:
     error: str = ""  # set when the bytes could not even be read
 
 
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as e:  # unknown scheme, no creds
-            raise AtlasError(f"data.source = {uri!r}: cannot open this filesystem ({e})") from None
-    return pafs.LocalFileSystem(), str(uri)
-
-
 def source_kind(uri: str) -> tuple[str, str]:
-    """(kind, location) of a data.source URI: kind in folder, webdataset, parquet."""
-    for kind in ("folder", "webdataset", "parquet"):
+    """(kind, location) of a data.source URI: kind in folder, webdataset, parquet, embeddings."""
+    from atlas.embedding_source import is_embedding_folder
+
+    for kind in ("folder", "webdataset", "parquet", "embeddings"):
         if uri.startswith(kind + ":"):
             return kind, uri[len(kind) + 1 :]
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise AtlasError(f"data.source = {uri!r}: no such folder or file")
@@ -72,6 +68,8 @@ def source_kind(uri: str) -> tuple[str, str]:
         if path.endswith(".parquet"):
             return "parquet", uri
         raise AtlasError(f"data.source = {uri!r}: a file that is neither .tar (WebDataset) nor .parquet")
+    if is_embedding_folder(fs, path):
+        return "embeddings", uri
     names = [f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.type == pafs.FileType.File]
     if any(n.endswith(".tar") for n in names):
         return "webdataset", uri
@@ -82,7 +80,7 @@ def source_kind(uri: str) -> tuple[str, str]:
 
 def _files(location: str, suffixes: tuple[str, ...], what: str) -> tuple[pafs.FileSystem, str, list[str]]:
     """(fs, base folder, sorted file paths relative to it) of the files under `location` with these suffixes."""
-    fs, path = _fs(location)
+    fs, path = filesystem(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise AtlasError(f"data.source = {location!r}: no such folder or file")
@@ -128,9 +126,15 @@ def _local_files(root: str, suffixes: tuple[str, ...]) -> list[str]:
     return sorted(found)
 
 
-def plan_shards(uri: str, part_size: int, limit: int = 0) -> list[Shard]:
-    """The shards of a source, in a fixed order; with `limit`, only the first `limit` items."""
+def plan_shards(uri: str, part_size: int, limit: int = 0, dim: int | None = None) -> list[Shard]:
+    """The shards of a source, in a fixed order; with `limit`, only the first `limit` items. `dim` is the
+    embedding width precomputed embeddings must have (None: unchecked)."""
     kind, location = source_kind(uri)
+    if kind == "embeddings":
+        from atlas.embedding_source import list_embedding_files, shard_specs
+
+        specs = shard_specs(list_embedding_files(location, dim)[2], part_size, limit)
+        return [Shard(f"part-{i:05d}", spec, n) for i, (spec, n) in enumerate(specs)]
     if kind == "folder":
         _, _, files = _files(location, IMAGE_EXTENSIONS, "images (jpg, png, webp)")
         files = files[:limit] if limit else files
@@ -159,10 +163,16 @@ def plan_shards(uri: str, part_size: int, limit: int = 0) -> list[Shard]:
     return _limit(shards, limit) if kind != "folder" else shards
 
 
-def check_source(uri: str) -> None:
-    """Cheap checks before a run touches the atlas: the source exists and holds files of its kind, and a
-    Parquet source's first file has an image column (every file is checked again when the run plans)."""
+def check_source(uri: str, dim: int | None = None) -> None:
+    """Cheap checks before a run touches the atlas: the source exists and holds files of its kind, a
+    Parquet source's first file has an image column (every file is checked again when the run plans), and
+    every file of precomputed embeddings is of width `dim` with its metadata (headers and footers only)."""
     kind, location = source_kind(uri)
+    if kind == "embeddings":
+        from atlas.embedding_source import list_embedding_files
+
+        list_embedding_files(location, dim)
+        return
     suffixes, what = {
         "folder": (IMAGE_EXTENSIONS, "images (jpg, png, webp)"),
         "webdataset": ((".tar",), "WebDataset shards (.tar)"),
@@ -195,7 +205,7 @@ def read_shard(uri: str, spec: str) -> Iterator[RawImage]:
     """The items of one shard, in order, as raw bytes with their source key and caption."""
     kind, location = source_kind(uri)
     if kind == "folder":
-        fs, base = _fs(location)
+        fs, base = filesystem(location)
         for rel in json.loads(spec):
             path = posixpath.join(base, rel)
             try:
@@ -320,7 +330,7 @@ def _read_parquet(location: str, spec: dict) -> Iterator[RawImage]:
                         if "://" in rel or rel.startswith("/")
                         else posixpath.join(base, posixpath.dirname(name), rel)
                     )
-                    pfs, ppath = _fs(path)
+                    pfs, ppath = filesystem(path)
                     try:
                         with pfs.open_input_stream(ppath) as img:
                             yield RawImage(source, img.read(), caption)

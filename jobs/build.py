@@ -264,10 +264,11 @@ def _now() -> str:
 def preflight(name: str, cfg: AtlasConfig) -> None:
     """Check what a stage reads from outside the atlas before the stage touches the atlas (raises AtlasError)."""
     if name == "embed" and not cfg.data.source.startswith("builtin:"):
-        from atlas.sources import check_source
-        from jobs.embed import source_uri
+        from atlas.sources import check_source, source_kind
+        from jobs.embed import clip_width, source_uri
 
-        check_source(source_uri(cfg))
+        uri = source_uri(cfg)
+        check_source(uri, clip_width(cfg.models.clip) if source_kind(uri)[0] == "embeddings" else None)
 
 
 def check_models(names: list[str], cfg: AtlasConfig) -> None:

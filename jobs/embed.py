@@ -1,5 +1,6 @@
 """Embed job: an image source (folder, WebDataset shards, Parquet; see atlas/sources.py) -> `images/`,
-`embeddings/`, `errors/` through Ray Data.
+`embeddings/`, `errors/` through Ray Data. Precomputed embeddings (clip-retrieval's layout) pass through CPU
+tasks that check each row and cut thumbnails, with no model.
 
 One CPU task per pending shard reads it and decodes its images (and makes thumbnails), yielding batches as it
 goes; a pool of actors, each holding the CLIP model (one GPU each where the cluster has GPUs), embeds batches of
@@ -18,9 +19,10 @@ import pyarrow as pa
 import ray
 
 from atlas.config import AtlasConfig
-from atlas.embed import decode_items, embed_batch, split_outputs
+from atlas.embed import decode_items, embed_batch, passthrough_rows, split_outputs
 from atlas.models.clip import clip_image_size, load_embedder
-from atlas.sources import plan_shards, read_shard
+from atlas.models.preflight import check_clip
+from atlas.sources import Shard, plan_shards, read_shard, source_kind
 from atlas.store import AtlasStore
 from atlas.toyworld import builtin_images_dir
 from jobs.parts import commit_parts
@@ -74,35 +76,68 @@ class EmbedActor:
         return table.append_column("embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), d))
 
 
+def _passthrough_shard(batch: dict[str, np.ndarray], location: str, thumb: int, max_pixels: int):
+    """Read one shard of precomputed embeddings (a row: part, spec) as embedded rows."""
+    for part, spec in zip(batch["part"], batch["spec"], strict=True):
+        rows = passthrough_rows(location, spec, thumb, max_pixels)
+        yield rows.append_column("part", pa.array([part] * rows.num_rows, pa.string()))
+
+
+def clip_width(spec: str) -> int:
+    """The embedding width of a CLIP spec: from its config where it says, else by loading the model."""
+    return check_clip(spec) or load_embedder(spec, "cpu").dim
+
+
+def _passthrough_stream(cfg: AtlasConfig, location: str, pending: list[Shard]) -> ray.data.Dataset:
+    return _shard_rows(pending).map_batches(
+        _passthrough_shard,
+        batch_size=1,
+        num_cpus=cfg.compute.decode_cpus,
+        fn_kwargs={"location": location, "thumb": cfg.data.thumbnail_size, "max_pixels": cfg.data.max_image_pixels},
+    )
+
+
+def _embed_stream(cfg: AtlasConfig, uri: str, pending: list[Shard]) -> ray.data.Dataset:
+    return (
+        _shard_rows(pending)
+        .map_batches(
+            _decode_shard,
+            batch_size=1,
+            num_cpus=cfg.compute.decode_cpus,
+            fn_kwargs={
+                "uri": uri,
+                "size": clip_image_size(cfg.models.clip),
+                "thumb": cfg.data.thumbnail_size,
+                "max_pixels": cfg.data.max_image_pixels,
+                "batch_size": cfg.embed.batch_size,
+            },
+        )
+        .map_batches(
+            EmbedActor,
+            batch_size=cfg.embed.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=cfg.compute.num_actors),
+            fn_constructor_kwargs={"clip_spec": cfg.models.clip, "device": actor_device(cfg)},
+            **actor_options(cfg),
+        )
+    )
+
+
+def _shard_rows(pending: list[Shard]) -> ray.data.Dataset:
+    return ray.data.from_items([{"part": s.name, "spec": s.spec} for s in pending], override_num_blocks=len(pending))
+
+
 def run_embed(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     uri = source_uri(cfg)
-    shards = plan_shards(uri, cfg.embed.part_size, cfg.data.limit)
+    kind, location = source_kind(uri)
+    dim = clip_width(cfg.models.clip) if kind == "embeddings" else None
+    shards = plan_shards(uri, cfg.embed.part_size, cfg.data.limit, dim)
     # a shard with no items (an empty tar, say) has nothing to write: it is never pending
     pending = [s for s in shards if s.n_items and not store.has_part("embeddings", s.name)]
     if pending:
-        size = clip_image_size(cfg.models.clip)
-        ds = (
-            ray.data.from_items([{"part": s.name, "spec": s.spec} for s in pending], override_num_blocks=len(pending))
-            .map_batches(
-                _decode_shard,
-                batch_size=1,
-                num_cpus=cfg.compute.decode_cpus,
-                fn_kwargs={
-                    "uri": uri,
-                    "size": size,
-                    "thumb": cfg.data.thumbnail_size,
-                    "max_pixels": cfg.data.max_image_pixels,
-                    "batch_size": cfg.embed.batch_size,
-                },
-            )
-            .map_batches(
-                EmbedActor,
-                batch_size=cfg.embed.batch_size,
-                compute=ray.data.ActorPoolStrategy(size=cfg.compute.num_actors),
-                fn_constructor_kwargs={"clip_spec": cfg.models.clip, "device": actor_device(cfg)},
-                **actor_options(cfg),
-            )
-        )
+        if kind == "embeddings":
+            ds = _passthrough_stream(cfg, location, pending)
+        else:
+            ds = _embed_stream(cfg, uri, pending)
 
         def commit(part: str, rows: pa.Table) -> None:
             dim = rows.schema.field("embedding").type.list_size

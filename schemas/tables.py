@@ -73,16 +73,16 @@ TABLES: dict[str, TableSpec] = {
                     "source",
                     "string",
                     "the source key: a path relative to the folder, <tar>/<key> (WebDataset), "
-                    "<file>#<row or key> (Parquet)",
+                    "<file>#<row or key> (Parquet), <metadata file>#<key> or <npy file>#<row> (embeddings)",
                 ),
                 (
                     "caption",
                     "string",
                     "caption from the dataset (sidecar .txt, WebDataset .txt/.json, Parquet caption column), or null",
                 ),
-                ("width", "int32", "width of the decoded image in pixels"),
-                ("height", "int32", "height of the decoded image in pixels"),
-                ("thumbnail", "binary", "small JPEG of the image for the viewer"),
+                ("width", "int32", "width of the decoded image in pixels (0: precomputed, image not readable)"),
+                ("height", "int32", "height of the decoded image in pixels (0: precomputed, image not readable)"),
+                ("thumbnail", "binary", "small JPEG of the image for the viewer (empty when it has no image)"),
             ),
         ),
         TableSpec(

@@ -110,6 +110,30 @@ def _as_bytes(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame
 
 
+def _thumbnails(frame: pd.DataFrame) -> pd.DataFrame:
+    """The thumbnail column as bytes, a grey placeholder where an image has none (precomputed embeddings
+    whose image could not be read): st.image refuses empty bytes."""
+    frame["thumbnail"] = [bytes(b) if _has_bytes(b) else NO_THUMBNAIL for b in frame.thumbnail]
+    return frame
+
+
+def _has_bytes(b: Any) -> bool:
+    return isinstance(b, (bytes, bytearray)) and len(b) > 0
+
+
+def _placeholder_png(size: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (128, 128, 128)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+NO_THUMBNAIL = _placeholder_png()
+
+
 # ---- home ------------------------------------------------------------------------------------------------
 def row_counts(store: AtlasStore) -> pd.DataFrame:
     """Rows and part files of every table (read from the Parquet footers, so always current)."""
@@ -220,7 +244,7 @@ def top_images(store: AtlasStore, feature_id: int) -> pd.DataFrame:
            WHERE t.feature_id = ? ORDER BY t.rank""",
         [feature_id],
     )
-    return _as_bytes(frame, "thumbnail")
+    return _thumbnails(frame)
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
@@ -282,7 +306,7 @@ def images_by_id(store: AtlasStore, image_ids: tuple[int, ...]) -> pd.DataFrame:
         "SELECT image_id, source, caption, thumbnail FROM images WHERE list_contains(?, image_id)",
         [list(image_ids)],
     )
-    return _as_bytes(frame, "thumbnail").set_index("image_id").reindex(list(image_ids)).reset_index()
+    return _thumbnails(frame).set_index("image_id").reindex(list(image_ids)).reset_index()
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
