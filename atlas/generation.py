@@ -89,7 +89,8 @@ def steer(
     elif feature is not None:
         unit = session.feature_unit(feature)
         rows = feature_strip(session.sae, z, feature, unit, scales, keep_error)
-        what = f"feature {feature} (step {unit:.3g} = its max activation)"
+        label = session.labels.get(feature)
+        what = f"feature {feature}{f' ({label})' if label else ''} (step {unit:.3g} = its max activation)"
     else:
         concepts = image_concepts(session.sae, z, min_share=min_share, labels=session.labels)
         if not concepts:

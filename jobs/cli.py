@@ -303,6 +303,7 @@ def view(
         sys.executable, "-m", "streamlit", "run", str(app_path),
         "--server.headless", "true", "--server.address", address, "--server.port", str(port),
         "--browser.gatherUsageStats", "false", "--server.maxUploadSize", str(UPLOADS.max_mib),
+        "--client.toolbarMode", "viewer",  # no Deploy, rerun or clear-cache: a served atlas is not a dev session
         "--", "--atlas", str(store.root),
     ]  # fmt: skip
     typer.echo(f"serving {store.root} on http://{address}:{port}")

@@ -163,3 +163,13 @@ def test_a_bad_folder_is_one_line_and_no_atlas(tmp_path, how, message):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].endswith(message), proc.stderr
     assert not any(out.rglob("*"))  # refused before the atlas was touched: nothing written
+
+
+def test_steer_names_the_feature_by_its_label(built):
+    labels = built["store"].read_table("labels", ["feature_id", "rank", "word"]).to_pylist()
+    feature, word = next((r["feature_id"], r["word"]) for r in labels if r["rank"] == 1)
+    image_id = image_id_for(_source(3))
+    args = ["-a", str(built["out"]), "-i", str(image_id), "--feature", str(feature), "--frames", "3"]
+    proc = atlas_cli("steer", *args, "-o", str(built["root"] / "s.png"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"steered by feature {feature} ({word}) (step" in proc.stdout

@@ -135,6 +135,7 @@ def test_every_page_search_and_a_feature_in_chromium(server):
                 expect(page.locator("h1").first).to_contain_text(heading, timeout=90_000)
                 _settle(page)
                 assert page.locator('[data-testid="stException"]').count() == 0, path
+                assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, path  # client.toolbarMode
                 page.screenshot(path=str(shots / f"{path or 'home'}.png"), full_page=True)
 
             page.goto(f"{url}/grid")
