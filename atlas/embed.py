@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from atlas.embedding_source import read_embedding_rows, resolve_image_path
+from atlas.embedding_source import read_embedding_rows
 from atlas.filesystems import filesystem
 from atlas.images import decode_image, decode_thumbnail, image_id_for
 from atlas.models.clip import ClipEmbedder
 from atlas.sources import RawImage
 from atlas.store import table_from_rows, vectors_to_numpy
+
+NOT_FINITE = "embedding is not finite (NaN or Inf)"
 
 
 def decode_items(items: list[RawImage], model_size: int, thumbnail_size: int, max_pixels: int) -> dict[str, np.ndarray]:
@@ -57,7 +59,7 @@ def embed_batch(embedder: ClipEmbedder, batch: dict[str, np.ndarray]) -> np.ndar
     bad = ok & ~np.isfinite(emb).all(axis=1)
     if bad.any():  # a model that produced NaN/Inf for an input: record, never store
         errors = batch["error"].copy()
-        errors[bad] = "embedding is not finite (NaN or Inf)"
+        errors[bad] = NOT_FINITE
         batch["error"] = errors
     return emb
 
@@ -68,12 +70,10 @@ def passthrough_rows(location: str, spec: str, thumbnail_size: int, max_pixels: 
     rows = read_embedding_rows(location, spec)
     emb_nd = rows.embeddings_nd
     finite = np.isfinite(emb_nd).all(axis=1)
-    _, root = filesystem(location)
     width, height, thumbs = [], [], []
-    for rel in rows.image_path:
+    for path in rows.image_path:
         w = h = 0
         thumb = b""
-        path = resolve_image_path(root, rel)
         if path is not None:
             try:
                 fs, p = filesystem(path)
@@ -84,7 +84,7 @@ def passthrough_rows(location: str, spec: str, thumbnail_size: int, max_pixels: 
         width.append(w)
         height.append(h)
         thumbs.append(thumb)
-    error = ["" if ok else "embedding is not finite (NaN or Inf)" for ok in finite]
+    error = ["" if ok else NOT_FINITE for ok in finite]
     emb_nd = np.where(finite[:, None], emb_nd, 0.0).astype(np.float32)
     return pa.table(
         {

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -35,7 +36,7 @@ from atlas.errors import AtlasError
 from atlas.filesystems import filesystem
 
 EMB_DIR, META_DIR = "img_emb", "metadata"
-CAPTION_COLUMNS = ("caption", "text", "TEXT", "txt")
+CAPTION_COLUMNS = ("caption", "text", "TEXT", "txt")  # of Parquet sources too
 PATH_COLUMNS = ("image_path", "path", "filepath")
 EMBEDDING_DTYPES = (np.dtype("float16"), np.dtype("float32"))
 
@@ -58,7 +59,7 @@ class EmbeddingRows:
 
     source: list[str]
     caption: list[str | None]
-    image_path: list[str | None]
+    image_path: list[str | None]  # where to read each row's image (resolve_image_path), None: nowhere
     embeddings_nd: np.ndarray
 
 
@@ -148,8 +149,6 @@ def list_embedding_files(location: str, dim: int | None) -> tuple[pafs.FileSyste
 
 
 def _check_keys(keys: pa.ChunkedArray, meta: str) -> None:
-    import pyarrow.compute as pc
-
     if keys.null_count:
         raise AtlasError(f"{meta}: column key has {keys.null_count:,} null values (row {_first_null(keys)} first)")
     counts = pc.value_counts(keys.cast(pa.string()))
@@ -160,8 +159,6 @@ def _check_keys(keys: pa.ChunkedArray, meta: str) -> None:
 
 
 def _first_null(keys: pa.ChunkedArray) -> int:
-    import pyarrow.compute as pc
-
     return int(pc.index(pc.is_null(keys), True).as_py())
 
 
@@ -205,7 +202,7 @@ def read_embedding_rows(location: str, spec_json: str) -> EmbeddingRows:
     n = stop - start
     caption = meta.column(caption_col).to_pylist() if caption_col else [None] * n
     paths = meta.column(path_col).to_pylist() if path_col else [None] * n
-    return EmbeddingRows(source, [c or None for c in caption], paths, emb_nd)
+    return EmbeddingRows(source, [c or None for c in caption], [resolve_image_path(root, p) for p in paths], emb_nd)
 
 
 def _metadata_rows(fs: pafs.FileSystem, path: str, start: int, stop: int) -> pa.Table:

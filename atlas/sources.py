@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from atlas.embedding_source import CAPTION_COLUMNS, is_embedding_folder, list_embedding_files, shard_specs
 from atlas.errors import AtlasError
 from atlas.filesystems import filesystem
 from atlas.images import IMAGE_EXTENSIONS
@@ -33,7 +34,6 @@ from atlas.images import IMAGE_EXTENSIONS
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 PARQUET_IMAGE_COLUMNS = ("jpg", "image", "image_bytes", "img", "png", "webp")
 PARQUET_PATH_COLUMNS = ("path", "image_path", "filepath", "file")
-PARQUET_CAPTION_COLUMNS = ("caption", "text", "TEXT", "txt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +53,6 @@ class RawImage:
 
 def source_kind(uri: str) -> tuple[str, str]:
     """(kind, location) of a data.source URI: kind in folder, webdataset, parquet, embeddings."""
-    from atlas.embedding_source import is_embedding_folder
-
     for kind in ("folder", "webdataset", "parquet", "embeddings"):
         if uri.startswith(kind + ":"):
             return kind, uri[len(kind) + 1 :]
@@ -131,8 +129,6 @@ def plan_shards(uri: str, part_size: int, limit: int = 0, dim: int | None = None
     embedding width precomputed embeddings must have (None: unchecked)."""
     kind, location = source_kind(uri)
     if kind == "embeddings":
-        from atlas.embedding_source import list_embedding_files, shard_specs
-
         specs = shard_specs(list_embedding_files(location, dim)[2], part_size, limit)
         return [Shard(f"part-{i:05d}", spec, n) for i, (spec, n) in enumerate(specs)]
     if kind == "folder":
@@ -169,8 +165,6 @@ def check_source(uri: str, dim: int | None = None) -> None:
     every file of precomputed embeddings is of width `dim` with its metadata (headers and footers only)."""
     kind, location = source_kind(uri)
     if kind == "embeddings":
-        from atlas.embedding_source import list_embedding_files
-
         list_embedding_files(location, dim)
         return
     suffixes, what = {
@@ -306,7 +300,7 @@ def _read_parquet(location: str, spec: dict) -> Iterator[RawImage]:
         pf = pq.ParquetFile(f)
         cols = pf.schema_arrow.names
         image_col, path_col = _parquet_image_columns(name, cols)
-        caption_col = next((c for c in PARQUET_CAPTION_COLUMNS if c in cols), None)
+        caption_col = next((c for c in CAPTION_COLUMNS if c in cols), None)
         key_col = "key" if "key" in cols else None
         wanted = [c for c in (image_col, path_col, caption_col, key_col) if c]
         row = 0

@@ -264,11 +264,12 @@ def _now() -> str:
 def preflight(name: str, cfg: AtlasConfig) -> None:
     """Check what a stage reads from outside the atlas before the stage touches the atlas (raises AtlasError)."""
     if name == "embed" and not cfg.data.source.startswith("builtin:"):
+        from atlas.models.preflight import check_clip
         from atlas.sources import check_source, source_kind
-        from jobs.embed import clip_width, source_uri
+        from jobs.embed import source_uri
 
         uri = source_uri(cfg)
-        check_source(uri, clip_width(cfg.models.clip) if source_kind(uri)[0] == "embeddings" else None)
+        check_source(uri, check_clip(cfg.models.clip) if source_kind(uri)[0] == "embeddings" else None)
 
 
 def check_models(names: list[str], cfg: AtlasConfig) -> None:

@@ -83,11 +83,6 @@ def _passthrough_shard(batch: dict[str, np.ndarray], location: str, thumb: int, 
         yield rows.append_column("part", pa.array([part] * rows.num_rows, pa.string()))
 
 
-def clip_width(spec: str) -> int:
-    """The embedding width of a CLIP spec: from its config where it says, else by loading the model."""
-    return check_clip(spec) or load_embedder(spec, "cpu").dim
-
-
 def _passthrough_stream(cfg: AtlasConfig, location: str, pending: list[Shard]) -> ray.data.Dataset:
     return _shard_rows(pending).map_batches(
         _passthrough_shard,
@@ -129,7 +124,7 @@ def _shard_rows(pending: list[Shard]) -> ray.data.Dataset:
 def run_embed(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     uri = source_uri(cfg)
     kind, location = source_kind(uri)
-    dim = clip_width(cfg.models.clip) if kind == "embeddings" else None
+    dim = check_clip(cfg.models.clip) if kind == "embeddings" else None
     shards = plan_shards(uri, cfg.embed.part_size, cfg.data.limit, dim)
     # a shard with no items (an empty tar, say) has nothing to write: it is never pending
     pending = [s for s in shards if s.n_items and not store.has_part("embeddings", s.name)]
