@@ -8,8 +8,10 @@ resolve specs here; dependencies point one way: models and toyworld -> builtin.
 Made models are created once, deterministically, in a cache folder (`$ATLAS_CACHE`, default
 `~/.cache/clip-feature-atlas`) and then loaded through exactly the code path of real models. Registered:
 
-- `builtin:random-clip` (by `atlas.models.clip`): a small open_clip ViT (embed_dim 64, 32 px), seeded random.
-- `builtin:random-decoder` (by `atlas.models.renderer`): a small Kandinsky-2.2-shaped decoder, seeded random.
+- `builtin:random-clip` (by `atlas.models.clip`): a small open_clip ViT (embed_dim 64, 32 px), seeded random;
+  `builtin:random-clip-1280` the same towers projecting to 1280-d (ViT-bigG-14's width).
+- `builtin:random-decoder` (by `atlas.models.renderer`): a small Kandinsky-2.2-shaped decoder, seeded random;
+  `builtin:random-decoder-1280` conditioned on 1280-d embeddings, as Kandinsky 2.2's decoder is.
 - `builtin:toy-clip`, `builtin:toy-decoder`: the toy world's CLIP and decoder, trained by `atlas toy ...` and
   shipped in `atlas/toyworld/weights/` (see each folder's MODEL_CARD.md).
 - The toy world's image folder, `builtin:shapes`, is made by `atlas.toyworld.builtin_images_dir`.

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from atlas.errors import AtlasError
 from atlas.filesystems import filesystem
+from atlas.store import atomic_path
 
 EMB_DIR, META_DIR = "img_emb", "metadata"
 CAPTION_COLUMNS = ("caption", "text", "TEXT", "txt")  # of Parquet sources too
@@ -231,22 +232,31 @@ def resolve_image_path(root: str, image_path: str | None) -> str | None:
 
 
 def write_embedding_folder(
-    root: Path, embeddings_nd: np.ndarray, metadata: pa.Table, rows_per_file: int, dtype: str = "float16"
+    root: Path,
+    embeddings_nd: np.ndarray,
+    metadata: pa.Table,
+    rows_per_file: int,
+    dtype: str = "float16",
+    first_file: int = 0,
+    n_files: int | None = None,
 ) -> list[Path]:
-    """Write embeddings and their metadata in the clip-retrieval layout (for tests, planted worlds and exports);
-    returns the .npy files written."""
+    """Write embeddings and their metadata in the clip-retrieval layout (for tests, planted worlds and exports),
+    as files `first_file`, `first_file + 1`, ... of a folder of `n_files` (zero-padded alike; default: these
+    rows are the whole folder), each file through a temporary name; returns the .npy files written."""
     if embeddings_nd.shape[0] != metadata.num_rows:
         raise ValueError("one metadata row per embedding")
     (root / EMB_DIR).mkdir(parents=True, exist_ok=True)
     (root / META_DIR).mkdir(parents=True, exist_ok=True)
-    n_files = max(1, -(-len(embeddings_nd) // rows_per_file))
-    width = len(str(n_files))
+    count = max(1, -(-len(embeddings_nd) // rows_per_file))
+    width = len(str(n_files if n_files is not None else count))
     written = []
-    for i in range(n_files):
-        lo, hi = i * rows_per_file, min((i + 1) * rows_per_file, len(embeddings_nd))
-        s = str(i).zfill(width)
+    for j in range(count):
+        lo, hi = j * rows_per_file, min((j + 1) * rows_per_file, len(embeddings_nd))
+        s = str(first_file + j).zfill(width)
         path = root / EMB_DIR / f"img_emb_{s}.npy"
-        np.save(path, np.ascontiguousarray(embeddings_nd[lo:hi], dtype=dtype))
-        pq.write_table(metadata.slice(lo, hi - lo), root / META_DIR / f"metadata_{s}.parquet")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(embeddings_nd[lo:hi], dtype=dtype))
+        with atomic_path(root / META_DIR / f"metadata_{s}.parquet") as tmp:
+            pq.write_table(metadata.slice(lo, hi - lo), tmp)
         written.append(path)
     return written

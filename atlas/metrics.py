@@ -31,8 +31,9 @@ class ReconstructionMetrics:
         self.n += x.shape[0]
         self.sse += float(((x - x_hat_bd.detach().double()) ** 2).sum())
         a = a_bf.detach()
-        self.l1 += float((a.double() * decoder_norms_f.detach().double()).sum())
-        self.l0 += float((a > 0).sum())
+        # a matrix-vector product and a count, not a float64 copy of batch x features (81,920 wide at scale)
+        self.l1 += float((a @ decoder_norms_f.detach().to(a.dtype)).double().sum())
+        self.l0 += float(torch.count_nonzero(a))
         s = x.sum(dim=0)
         self.sum_x = s if self.sum_x is None else self.sum_x + s
         self.sum_sq += float((x**2).sum())

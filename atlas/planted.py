@@ -8,7 +8,9 @@ are the codes themselves (what `atlas bench diff` compares).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -70,8 +72,50 @@ class PlantedWorld:
 
     def embeddings(self, codes: SparseCodes, dictionary_fd: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Embeddings of samples start..stop-1: code @ dictionary + noise, float32 [stop - start, dim]."""
+        import torch
+
         lo, hi = np.searchsorted(codes.rows, [start, stop])
-        x_nd = np.zeros((stop - start, self.dim), np.float32)
-        np.add.at(x_nd, codes.rows[lo:hi] - start, codes.values[lo:hi, None] * dictionary_fd[codes.features[lo:hi]])
+        index_2n = np.stack([codes.rows[lo:hi] - start, codes.features[lo:hi].astype(np.int64)])
+        code_nf = torch.sparse_coo_tensor(  # sorted by (row, feature) and without repeats: coalesced
+            torch.from_numpy(index_2n),
+            torch.from_numpy(codes.values[lo:hi]),
+            size=(stop - start, self.n_features),
+            check_invariants=False,
+            is_coalesced=True,
+        )
+        x_nd = torch.sparse.mm(code_nf, torch.from_numpy(dictionary_fd)).numpy()
         rng = np.random.default_rng([self.seed, 3, start])
         return x_nd + rng.standard_normal(x_nd.shape, dtype=np.float32) * (self.noise / np.sqrt(self.dim))
+
+
+def write_planted_folder(world: PlantedWorld, root: Path, n_images: int, rows_per_file: int = 100_000) -> dict:
+    """`n_images` planted embeddings in clip-retrieval's layout (img_emb/ + metadata/, a source for
+    `embeddings:<root>`), with the truth beside them: `dictionary.npy` [n_features, dim] and
+    `codes/codes_<i>.parquet` (row, feature_id, value per non-zero code entry). Each file's codes are drawn
+    on their own (seed = file index), so memory stays at one file's worth; returns counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from atlas.embedding_source import write_embedding_folder
+    from atlas.store import atomic_path, atomic_write_bytes
+
+    root.mkdir(parents=True, exist_ok=True)
+    dictionary_fd = world.dictionary()
+    buf = io.BytesIO()
+    np.save(buf, dictionary_fd)
+    atomic_write_bytes(root / "dictionary.npy", buf.getvalue())
+    (root / "codes").mkdir(exist_ok=True)
+    n_files = max(1, -(-n_images // rows_per_file))
+    nnz = 0
+    for i in range(n_files):
+        lo, hi = i * rows_per_file, min((i + 1) * rows_per_file, n_images)
+        codes = world.codes(hi - lo, seed=i)
+        x_nd = world.embeddings(codes, dictionary_fd, 0, hi - lo)
+        keys = [f"planted-{r:09d}" for r in range(lo, hi)]
+        metadata = pa.table({"key": keys, "caption": pa.nulls(hi - lo, pa.string())})
+        write_embedding_folder(root, x_nd, metadata, rows_per_file, dtype="float32", first_file=i, n_files=n_files)
+        truth = pa.table({"row": codes.rows + lo, "feature_id": codes.features, "value": codes.values})
+        with atomic_path(root / "codes" / f"codes_{str(i).zfill(len(str(n_files)))}.parquet") as tmp:
+            pq.write_table(truth, tmp)
+        nnz += len(codes)
+    return {"images": n_images, "files": n_files, "nonzero_codes": nnz, "l0": nnz / max(n_images, 1)}

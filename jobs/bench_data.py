@@ -3,6 +3,7 @@ process on the same device, and peak resident memory at N and 4N rows (each pass
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -172,6 +173,111 @@ def _interleaved_best(pipeline, bare, repeat: int) -> tuple[float, float]:
     return best_p, best_b
 
 
+def photo_like_jpeg(w: int, h: int, seed: int = 0, orientation: int | None = None) -> bytes:
+    """A seeded photo-like JPEG (quality 90): smooth colour fields, a hard edge and fine texture, so that it
+    decodes like a photograph rather than a flat test card."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    img_hwc = np.zeros((h, w, 3))
+    for c in range(3):
+        for _ in range(6):
+            fx, fy = rng.uniform(1, 12, 2)
+            img_hwc[..., c] += np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 6))
+    img_hwc += (xx > 0.5)[..., None] * 2.0
+    img_hwc += rng.normal(0, 0.3, img_hwc.shape)
+    img_hwc = (img_hwc - img_hwc.min()) / np.ptp(img_hwc) * 255
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    Image.fromarray(img_hwc.astype(np.uint8)).save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+# One H100, bare open_clip image towers at batch 256 (NOTES.md, 2026-11-23): the images/s decoding must feed.
+H100_TOWER_IMAGES_PER_S = {"ViT-bigG-14": 521.0, "ViT-L-14": 2590.0}
+
+
+def decode_rates(n_images: int = 200, size: int = 224, thumbnail: int = 96, repeat: int = 3) -> dict:
+    """Images/s on one core of the embed stage's decode (`atlas.images.decode_image`: pixels for the model and
+    a thumbnail) against a bare PIL loop (`Image.draft` + resize + centre crop, no thumbnail) on the same
+    photo-like 640 x 480 JPEGs, alternating; and the cores that keep one H100 fed."""
+    import io
+
+    from PIL import Image
+
+    from atlas.images import decode_image
+
+    files = [photo_like_jpeg(640, 480, seed=i) for i in range(16)]
+
+    def pipeline() -> int:
+        for i in range(n_images):
+            decode_image(files[i % len(files)], size, thumbnail, 10**8)
+        return n_images
+
+    def bare() -> int:
+        for i in range(n_images):
+            img = Image.open(io.BytesIO(files[i % len(files)]))
+            img.draft("RGB", (size, size))
+            img = img.convert("RGB")
+            w, h = img.size
+            s = size / min(w, h)
+            img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BICUBIC)
+            left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+            img.crop((left, top, left + size, top + size)).tobytes()
+        return n_images
+
+    pipe, base = _interleaved_best(pipeline, bare, repeat)
+    return {
+        "what": f"one process, one core: 640 x 480 photo-like JPEGs (quality 90) to {size} px model pixels; the "
+        f"pipeline also cuts a {thumbnail} px JPEG thumbnail, the bare loop does not",
+        "pipeline_images_per_s_per_core": round(pipe, 1),
+        "bare_draft_images_per_s_per_core": round(base, 1),
+        "ratio": round(pipe / base, 3),
+        "target_ratio": 0.8,
+        "cores_per_h100": {m: round(r / pipe, 1) for m, r in H100_TOWER_IMAGES_PER_S.items()},
+        "cores_basis": "H100 bare tower rates at batch 256 (NOTES.md, 2026-11-23) over this machine's "
+        "per-core decode rate; the GPU box's cores decoded at 97/206 of this machine's speed in NOTES.md",
+    }
+
+
+def train_loops(parts: list[str], dim: int, rows: int, cfg, device) -> tuple[Callable[[], int], Callable[[], int]]:
+    """(the train stage's loop over the Parquet `parts`, a plain PyTorch loop of the same SAE maths and
+    optimiser over the same rows already in memory); each builds its SAE and optimiser, and returns the samples
+    it trained on."""
+    import torch
+
+    from atlas.train import initial_sae, parquet_batches, train_sae
+
+    batch_size = cfg.batch_size
+
+    def pipeline() -> int:
+        return train_sae(lambda e: parquet_batches(parts, batch_size, 8192, e), dim, rows, cfg, device).samples
+
+    x_all = torch.cat([torch.from_numpy(x) for _, x in parquet_batches(parts, batch_size, 1, 0)])[:rows].to(device)
+
+    def bare() -> int:
+        # like any training script, it builds its model and optimiser, then loops
+        sae = initial_sae(x_all[:8192].cpu().numpy(), dim, cfg).to(device)
+        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+        s = sae.cfg.input_scale
+        for i in range(0, len(x_all), batch_size):
+            x = x_all[i : i + batch_size]
+            x_hat, a, _ = sae(x)
+            loss = ((x_hat - x) * s).pow(2).sum(1).mean() + cfg.l1_coefficient * (a * sae.decoder_norms()).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return len(x_all)
+
+    return pipeline, bare
+
+
 def bench_train(
     out: BenchOut = Path("benchmarks"),
     rows: Annotated[int, typer.Option(help="embeddings to train on")] = 16384,
@@ -191,7 +297,6 @@ def bench_train(
     from atlas.benchmark import write_result
     from atlas.models.sae.relu import ReLU
     from atlas.store import AtlasStore
-    from atlas.train import initial_sae, parquet_batches, train_sae
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,28 +314,8 @@ def bench_train(
             checkpoint_every=0,
         )
 
-        def pipeline() -> int:
-            return train_sae(lambda e: parquet_batches(parts, batch_size, 8192, e), dim, rows, cfg, device).samples
-
-        # bare loop: the same SAE maths and optimiser over tensors already in memory
-        x_all = torch.cat([torch.from_numpy(x) for _, x in parquet_batches(parts, batch_size, 1, 0)]).to(device)
-        sae = initial_sae(x_all[:8192].cpu().numpy(), dim, cfg).to(device)
-        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-        s = sae.cfg.input_scale
-
-        def bare() -> int:
-            for i in range(0, len(x_all), batch_size):
-                x = x_all[i : i + batch_size]
-                x_hat, a, _ = sae(x)
-                loss = ((x_hat - x) * s).pow(2).sum(1).mean() + cfg.l1_coefficient * (a * sae.decoder_norms()).sum(
-                    1
-                ).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            return len(x_all)
-
-        pipeline, bare_rate = _interleaved_best(pipeline, bare, repeat)
+        pipeline_loop, bare_loop = train_loops(parts, dim, rows, cfg, device)
+        pipeline, bare_rate = _interleaved_best(pipeline_loop, bare_loop, repeat)
     ratio = pipeline / bare_rate
     epoch_rows = 5_000_000
     result = {
@@ -351,9 +436,26 @@ def bench_embed(
     clip: Annotated[str, typer.Option(help="CLIP spec")] = "builtin:toy-clip",
     batch_size: int = 64,
     memory_images: Annotated[int, typer.Option(help="N of the N / 4N peak-memory probe (0 = skip)")] = 512,
+    decode_only: Annotated[
+        bool, typer.Option(help="measure only the JPEG decode section and merge it into embed.json")
+    ] = False,
 ) -> None:
     """Embed images/s: the Ray job (read, decode, thumbnails, embed, part writes) against a bare loop of the
-    same model on the same device over pre-decoded pixels."""
+    same model on the same device over pre-decoded pixels; and the JPEG decode per core against a bare
+    `Image.draft` loop (`decode`)."""
+    import json
+    import os
+
+    decode = {**decode_rates(), "load_average_1min": round(os.getloadavg()[0], 2)}
+    typer.echo(f"decode: {decode['pipeline_images_per_s_per_core']:,.0f} img/s per core, ratio {decode['ratio']}")
+    if decode_only:
+        from atlas.benchmark import write_result
+
+        path = out / "embed.json"
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        kept = {k: v for k, v in previous.items() if k not in ("benchmark", "measured_at", "device", "torch", "python")}
+        typer.echo(f"wrote {write_result(out, 'embed', {**kept, 'decode': decode})}")
+        return
     import tempfile
     import time
 
@@ -405,6 +507,7 @@ def bench_embed(
         "ratio": round(pipe_rate / bare_rate, 4),
         "target_ratio": 0.9,
         "decode_images_per_s_one_process": round(decode_rate, 1),
+        "decode": decode,
         "pipeline_seconds": round(job_s, 2),
         "note": (
             "on this 2-core CPU with the 32 px toy CLIP the model is far faster than reading, decoding and "

@@ -22,7 +22,7 @@ from atlas.config import AtlasConfig, load_config
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
 from atlas.uploads import UPLOADS
-from jobs import cli_data, cli_diff, cli_generate, cli_serve
+from jobs import cli_data, cli_diff, cli_generate, cli_scale, cli_serve
 from jobs.cli_common import (
     AtlasDir,
     ConfigFile,
@@ -366,7 +366,7 @@ bench = typer.Typer(
 app.add_typer(bench, name="bench")
 
 # Commands that live in their own modules, one per plane.
-for _module in (cli_data, cli_diff, cli_generate, cli_serve):
+for _module in (cli_data, cli_diff, cli_generate, cli_scale, cli_serve):
     _module.register(app, bench)
 
 

@@ -27,12 +27,26 @@ def vector_width(schema: pa.Schema) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class PartLayout:
+    """How the rows of each part file are ordered and encoded, for tables that SQL reads at scale.
+
+    Rows are sorted by `sort_by`, so a filter on its first column skips whole row groups by their min/max
+    statistics; row groups hold `row_group_rows` rows; only `dictionary` columns are dictionary-encoded
+    (a dictionary over random 64-bit ids costs a decode per row and saves nothing)."""
+
+    sort_by: tuple[str, ...]
+    row_group_rows: int
+    dictionary: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     name: str
     folder: str
     doc: str
     columns: tuple[tuple[str, str, str], ...]  # (name, arrow type name, description)
+    layout: PartLayout | None = None  # how each part file is laid out; None = as written, Parquet defaults
 
     def schema(self, dim: int | None = None) -> pa.Schema:
         fields = []
@@ -169,6 +183,9 @@ TABLES: dict[str, TableSpec] = {
                 ("feature_id", "int32", "the feature"),
                 ("value", "float32", "activation (> 0)"),
             ),
+            # feature-major parts: `WHERE feature_id = f` reads one row group per part, and a self-join on
+            # image_id scans plain int64s (see the SQL section of benchmarks/scale.json)
+            PartLayout(sort_by=("feature_id", "image_id"), row_group_rows=122_880, dictionary=("feature_id",)),
         ),
         TableSpec(
             "top_images",

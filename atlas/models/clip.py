@@ -16,6 +16,7 @@ model's device).
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ class ImageGeometry:
 def prepare_image(img: Image.Image, size: int) -> np.ndarray:
     """Resize the shortest side to `size` (bicubic) and centre-crop: uint8 HWC, what open_clip's eval
     transform does before ToTensor/Normalize."""
-    img = img.convert("RGB")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
     w, h = img.size
     scale = size / min(w, h)
     if (w, h) != (size, size):
@@ -202,14 +204,17 @@ RANDOM_CLIP_CFG = {
 }
 
 
-def make_random_clip(out: Path) -> None:
-    """Write `builtin:random-clip` (seeded random weights) into `out`."""
+def make_random_clip(out: Path, embed_dim: int = 64) -> None:
+    """Write `builtin:random-clip` (seeded random weights; `embed_dim` wide embeddings) into `out`."""
     import open_clip
 
     torch.manual_seed(0)
-    model = open_clip.CLIP(**RANDOM_CLIP_CFG)
-    model.visual.preprocess_cfg = clip_preprocess_cfg(RANDOM_CLIP_CFG["vision_cfg"]["image_size"])
-    save_local_clip(model, RANDOM_CLIP_CFG, out)
+    cfg = {**RANDOM_CLIP_CFG, "embed_dim": embed_dim}
+    model = open_clip.CLIP(**cfg)
+    model.visual.preprocess_cfg = clip_preprocess_cfg(cfg["vision_cfg"]["image_size"])
+    save_local_clip(model, cfg, out)
 
 
 register_model("builtin:random-clip", make_random_clip)
+# the same tiny towers projecting to the 1280-d embeddings of ViT-bigG-14 (scale benchmarks)
+register_model("builtin:random-clip-1280", functools.partial(make_random_clip, embed_dim=1280))

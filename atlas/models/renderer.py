@@ -12,6 +12,7 @@ Batches use one seeded `torch.Generator` per image, so every image in a batch is
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -119,12 +120,11 @@ def load_renderer(spec: str, device: str = "auto", half_precision: bool = True) 
     return Renderer(pipe, dev, spec)
 
 
-def make_random_decoder(out: Path) -> None:
-    """Write `builtin:random-decoder` (seeded random weights, conditioned on 64-d embeddings) into `out`."""
+def make_random_decoder(out: Path, emb_dim: int = RANDOM_CLIP_CFG["embed_dim"]) -> None:
+    """Write `builtin:random-decoder` (seeded random weights, conditioned on `emb_dim`-d embeddings) into `out`."""
     from diffusers import DDIMScheduler, KandinskyV22Pipeline, UNet2DConditionModel, VQModel
 
     torch.manual_seed(0)
-    emb_dim = RANDOM_CLIP_CFG["embed_dim"]
     unet = UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
@@ -171,3 +171,5 @@ def make_random_decoder(out: Path) -> None:
 
 
 register_model("builtin:random-decoder", make_random_decoder)
+# conditioned on the 1280-d embeddings of ViT-bigG-14, as Kandinsky 2.2's decoder is (scale benchmarks)
+register_model("builtin:random-decoder-1280", functools.partial(make_random_decoder, emb_dim=1280))

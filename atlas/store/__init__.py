@@ -11,7 +11,7 @@ build writes), `stages` (stage status). `AtlasStore` is all of them together.
 
 from __future__ import annotations
 
-from atlas.store.atomic import atomic_write_bytes, atomic_write_json
+from atlas.store.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from atlas.store.location import CATALOG, MANIFEST, AtlasLocation
 from atlas.store.manifest import Manifest, ManifestStore, StageRecord
 from atlas.store.parts import TableParts, table_from_rows, vectors_to_numpy
@@ -29,6 +29,7 @@ __all__ = [
     "StageRecord",
     "StageStatus",
     "TableParts",
+    "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
     "table_from_rows",

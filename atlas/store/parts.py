@@ -65,7 +65,8 @@ class TableParts(ManifestStore):
         On a filesystem with renames (local, NFS) the file is written under a hidden temporary name and
         renamed into place; an object store's PUT is atomic by itself. Its rows, bytes and sha256 go to a hidden
         sidecar (`.<part>.parquet.sum`), which the driver copies into the manifest when it commits the table
-        (`record_tables`): a record of what was written, from whichever process wrote it."""
+        (`record_tables`): a record of what was written, from whichever process wrote it. A table with a
+        `PartLayout` (schemas/tables.py) is sorted and encoded as it says."""
         expected = TABLES[table].schema(vector_width(data.schema))
         if not data.schema.equals(expected, check_metadata=False):
             raise TypeError(f"{table}/{part}: schema {data.schema} does not match the contract {expected}")
@@ -74,7 +75,18 @@ class TableParts(ManifestStore):
         data = data.replace_schema_metadata(expected.metadata)
         self.fs.create_dir(folder, recursive=True)
         sink = pa.BufferOutputStream()
-        pq.write_table(data, sink, compression="zstd")
+        layout = TABLES[table].layout
+        if layout is None:
+            pq.write_table(data, sink, compression="zstd")
+        else:
+            data = data.sort_by([(c, "ascending") for c in layout.sort_by])
+            pq.write_table(
+                data,
+                sink,
+                compression="zstd",
+                row_group_size=layout.row_group_rows,
+                use_dictionary=list(layout.dictionary),
+            )
         blob = sink.getvalue()
         record = {"rows": data.num_rows, "bytes": blob.size, "sha256": hashlib.sha256(blob).hexdigest()}
         # the sidecar first: a part in place always has its record, whichever process wrote it

@@ -28,3 +28,24 @@ def test_codes_have_the_planned_l0_and_embeddings_are_their_sums():
     for i, row in enumerate(range(10, 20)):
         sel = codes.rows == row
         np.testing.assert_allclose(x[i], codes.values[sel] @ d[codes.features[sel]], atol=1e-5)
+
+
+def test_a_planted_folder_is_a_valid_embeddings_source_holding_its_truth(tmp_path):
+    import pyarrow.parquet as pq
+
+    from atlas.embedding_source import list_embedding_files
+    from atlas.planted import write_planted_folder
+
+    w = PlantedWorld(n_features=512, dim=64, l0=8, noise=0.0)
+    summary = write_planted_folder(w, tmp_path, 2500, rows_per_file=1000)
+    _, _, files = list_embedding_files(str(tmp_path), 64)  # the source's own validation
+    assert [f.n_rows for f in files] == [1000, 1000, 500] and summary["files"] == 3
+    d = np.load(tmp_path / "dictionary.npy")
+    np.testing.assert_array_equal(d, w.dictionary())
+    truth = pq.read_table(tmp_path / "codes").to_pandas()
+    assert len(truth) == summary["nonzero_codes"] and truth["row"].between(0, 2499).all()
+    x = np.concatenate([np.load(tmp_path / "img_emb" / f"img_emb_{i}.npy") for i in range(3)])
+    for row in (0, 999, 1000, 2499):  # noise-free: each embedding is exactly its code times the dictionary
+        sel = truth[truth["row"] == row]
+        np.testing.assert_allclose(x[row], sel["value"].to_numpy() @ d[sel["feature_id"].to_numpy()], atol=1e-5)
+    assert not list(tmp_path.rglob("*.tmp"))

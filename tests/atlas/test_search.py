@@ -21,7 +21,7 @@ from atlas.search import AtlasSearch
 from atlas.session import ModelSession
 from atlas.toyworld.world import FACTOR_VALUES, Scene, draw_scene, read_labels
 from atlas.uploads import decode_upload
-from atlas.vector_index import build_index, is_exact, load_index, search, vector
+from atlas.vector_index import build_index, inner_index, is_exact, load_index, search, vector
 
 
 @pytest.fixture(scope="module")
@@ -197,20 +197,23 @@ def test_large_sets_get_an_approximate_index_with_high_recall(tmp_path):
     x = synthetic_directions(4000, 32)
     ids = np.arange(4000) * 7 + 3  # the atlas's own ids come back
     exact = build_index(x, ids, tmp_path / "exact.faiss")
-    approx = build_index(x, ids, tmp_path / "approx.faiss", exact_max=1000)
-    assert is_exact(exact) and not is_exact(approx)
     _, truth = search(exact, x[:50], 10)
-    _, found = search(approx, x[:50], 10)
-    assert np.isin(found, ids).all()
-    assert np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)]) >= 0.9
 
     class _Store:  # load_index only needs the folder
         index_dir = tmp_path
         root = tmp_path
 
-    loaded = load_index(_Store(), "approx.faiss")
-    np.testing.assert_allclose(vector(loaded, 3 + 7 * 5), x[5], atol=1e-5)
-    assert vector(loaded, 4) is None
+    # re-scored PQ codes between exact_max and compressed_max, IVF above
+    for name, compressed_max, kind in (("pq.faiss", 10**6, "IndexRefineFlat"), ("ivf.faiss", 2000, "IndexIVFFlat")):
+        approx = build_index(x, ids, tmp_path / name, exact_max=1000, compressed_max=compressed_max)
+        assert is_exact(exact) and not is_exact(approx)
+        assert type(inner_index(approx)).__name__ == kind
+        _, found = search(approx, x[:50], 10)
+        assert np.isin(found, ids).all()
+        assert np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)]) >= 0.9, name
+        loaded = load_index(_Store(), name)
+        np.testing.assert_allclose(vector(loaded, 3 + 7 * 5), x[5], atol=1e-5)
+        assert vector(loaded, 4) is None
 
 
 def test_bench_search_writes_its_json(tmp_path):
