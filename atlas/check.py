@@ -132,6 +132,7 @@ INVARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "frequencies match activations": ("featurize", ("embeddings", "activations", "features")),
     "top images are the largest activations": ("featurize", ("activations", "top_images")),
     "one icon per alive feature": ("render", ("features", "icons")),
+    "co-occurrence counts agree": ("index", ("embeddings", "activations", "cooccurrence")),
 }
 
 

@@ -161,6 +161,39 @@ def icons(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any], good: Tables) -> 
     return _listed(found, "icons", len(rows))
 
 
+def cooccurrence(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any], good: Tables) -> list[Problem]:
+    """Each co-occurrence row names two different features that fire, once; its count is at most either's image
+    count, the same both ways round, and its Jaccard and PMI are what the count and the image counts give. (A
+    recount of every pair would join every activation with 64 partners; atlas/cooccurrence.py's tests do that.)"""
+    rows = con.execute(
+        """
+        WITH n AS (SELECT greatest(count(*), 1)::DOUBLE AS n FROM embeddings),
+        a AS (SELECT feature_id, count(*) AS c FROM activations GROUP BY feature_id),
+        r AS (SELECT c.*, coalesce(af.c, 0) AS nf, coalesce(ag.c, 0) AS ng,
+                     count(*) OVER (PARTITION BY c.feature_id, c.other_id) AS copies
+              FROM cooccurrence c LEFT JOIN a af ON af.feature_id = c.feature_id
+              LEFT JOIN a ag ON ag.feature_id = c.other_id)
+        SELECT r.feature_id, r.other_id, r.together, r.nf, r.ng, r.jaccard, r.pmi, r.copies, back.together
+        FROM r LEFT JOIN cooccurrence back ON back.feature_id = r.other_id AND back.other_id = r.feature_id, n
+        WHERE r.feature_id = r.other_id OR r.copies > 1 OR r.together < 1 OR r.together > least(r.nf, r.ng)
+           OR back.together <> r.together
+           OR abs(r.jaccard - r.together / (r.nf + r.ng - r.together)) > 1e-6
+           OR abs(r.pmi - log2(r.together * n.n / (r.nf::DOUBLE * r.ng))) > 1e-4 * greatest(1, abs(r.pmi))
+        ORDER BY r.feature_id, r.other_id
+        """
+    ).fetchall()
+    found = [
+        Problem(
+            "cooccurrence",
+            _only_part(good, "cooccurrence"),
+            f"features {f} and {g}: together {t}, jaccard {j:.6g}, pmi {p:.6g} ({copies} row(s); {g} the other way "
+            f"round: {back}); the activations give {nf} and {ng} images",
+        )
+        for f, g, t, nf, ng, j, p, copies, back in rows[:MAX_LISTED]
+    ]
+    return _listed(found, "cooccurrence", len(rows))
+
+
 Check = Callable[[duckdb.DuckDBPyConnection, dict[str, Any], Tables], list[Problem]]
 CHECKS: dict[str, Check] = {
     "unique image ids": unique_image_ids,
@@ -168,4 +201,5 @@ CHECKS: dict[str, Check] = {
     "frequencies match activations": frequencies,
     "top images are the largest activations": top_images,
     "one icon per alive feature": icons,
+    "co-occurrence counts agree": cooccurrence,
 }

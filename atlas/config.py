@@ -118,7 +118,15 @@ class DirectionsConfig(_Section):
 
 
 class IndexConfig(_Section):
-    pass
+    cooccurrence_top_k: int = Field(
+        32, ge=1, description="partners kept per feature in `cooccurrence`, by count and by Jaccard (the union)"
+    )
+    cooccurrence_memory: str = Field("2 GB", description="memory of one block of the co-occurrence product")
+
+    @field_validator("cooccurrence_memory")
+    @classmethod
+    def _is_size(cls, v: str) -> str:
+        return normal_size(v)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)

@@ -10,7 +10,8 @@ Model of the stages (each line of the plan says which applies):
   measured featurize ratio;
 - render: icons in batches of 32 on each GPU;
 - index: labels, the FAISS feature index and the catalog, on the CPU, as measured at 81,920 features, scaled
-  linearly in features.
+  linearly in features; plus the co-occurrence count (a sparse A^T A, N x L0^2 multiply-adds), as measured on
+  the SQL atlas, scaled linearly in images.
 GPUs share no state in embed, featurize and render (independent Ray actors): their time divides by the GPUs.
 """
 
@@ -143,7 +144,7 @@ def plan_atlas(
     stages.append(
         StagePlan("render", icons / (rate * gpus), f"{gpus} GPUs x {rate} icons/s at {icon_size} px", H100_SOURCE)
     )
-    stages.append(_index(bench, n_features))
+    stages.append(_index(bench, n_features, images))
     disk, disk_source = _disk(bench, images, n_features, icons, icon_size)
     params = 2 * d * n_features + n_features + d
     return AtlasPlan(tuple(stages), disk, disk_source, params * 4 * 4 / 1e9)
@@ -162,18 +163,31 @@ def _embed(images: int, gpus: int, arch: str, cpus_per_gpu: int) -> StagePlan:
     )
 
 
-def _index(bench: dict[str, dict[str, Any]], n_features: int) -> StagePlan:
+def _index(bench: dict[str, dict[str, Any]], n_features: int, images: int) -> StagePlan:
     parts = [_measured(bench, "scale", "index", k) for k in ("labels_seconds", "catalog_seconds")]
     parts.append(_measured(bench, "scale", "index", "feature_index_build_seconds"))
     if any(p is None for p in parts):
         return StagePlan("index", 0.0, "CPU", "not measured (run `atlas bench scale --sections index`)")
-    measured_s = sum(p[0] for p in parts if p)
     features = bench["scale"]["index"].get("features", 81_920)
+    per_features_s = sum(p[0] for p in parts if p) * n_features / features
+    device = bench["scale"].get("device", "?")
+    sql = bench["scale"].get("sql", {})
+    cooc_s = (sql.get("cooccurrence") or {}).get("seconds")
+    if not isinstance(cooc_s, int | float) or not sql.get("images"):
+        return StagePlan(
+            "index",
+            per_features_s,
+            "CPU, linear in features; co-occurrence not measured (`atlas bench scale --sections sql`)",
+            f"benchmarks/scale.json index (labels + FAISS + catalog, {device})",
+        )
+    cooc_s = cooc_s * images / sql["images"]
     return StagePlan(
         "index",
-        measured_s * n_features / features,
-        "CPU, linear in features",
-        f"benchmarks/scale.json index (labels + FAISS + catalog, {bench['scale'].get('device', '?')})",
+        per_features_s + cooc_s,
+        f"CPU: labels, FAISS, catalog {per_features_s:,.0f} s (linear in features), co-occurrence {cooc_s:,.0f} s "
+        "(linear in images)",
+        f"benchmarks/scale.json index (labels + FAISS + catalog) and sql.cooccurrence ({sql['images']:,} images, "
+        f"{device})",
     )
 
 

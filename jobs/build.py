@@ -75,10 +75,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             "index",
             ("embed", "train", "featurize", "render", "directions"),
-            lambda c: {},
-            (("labels", ""),),
+            lambda c: c.index,
+            (("labels", ""), ("cooccurrence", "")),
             ("atlas.duckdb", "index"),
-            "DuckDB catalog and FAISS indexes",
+            "labels, feature co-occurrence, DuckDB catalog and FAISS indexes",
         ),
     )
 }

@@ -66,7 +66,7 @@ def _runners() -> dict[str, Callable[[AtlasConfig, AtlasStore], dict[str, Any]]]
         "featurize": run_featurize,
         "render": run_render,
         "directions": run_directions,
-        "index": lambda cfg, store: run_index(store),
+        "index": lambda cfg, store: run_index(store, cfg.index),
     }
 
 

@@ -1,15 +1,20 @@
-"""Index job: feature labels from the vocabulary (the atlas's CLIP text encoder), the DuckDB catalog (a view
-per table) and the FAISS indexes (feature decoder directions, image embeddings). Runs on the driver: it
-reads the finished tables and writes small files."""
+"""Index job: feature labels from the vocabulary (the atlas's CLIP text encoder), feature co-occurrence, the
+DuckDB catalog (a view per table) and the FAISS indexes (feature decoder directions, image embeddings). Runs
+on the driver: it reads the finished tables and writes small files."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from atlas.catalog import build_catalog
+from atlas.config import IndexConfig, parse_size
+from atlas.cooccurrence import ActivationSets, cooccurrence_table
 from atlas.labels import VOCABULARY_FILE, embed_vocabulary, labels_table, templates_for, vocabulary_for
+from atlas.models.device import resolve_device
 from atlas.models.sae.autoencoder import load_sae
 from atlas.session import clip_spec_of
 from atlas.store import AtlasStore, vectors_to_numpy
@@ -32,11 +37,32 @@ def run_labels(store: AtlasStore, w_dec: np.ndarray, device: str = "auto") -> di
     return {"labels.features": int(len(ids)), "vocabulary": len(words)}
 
 
-def run_index(store: AtlasStore, device: str = "auto") -> dict[str, Any]:
+def run_cooccurrence(store: AtlasStore, cfg: IndexConfig, device: str = "auto") -> dict[str, Any]:
+    """Count which features fire together over every image (atlas/cooccurrence.py) and write `cooccurrence`."""
+    n_features = store.count_rows("features")
+    parts = store.parts("activations")
+    sets = ActivationSets.from_parts(
+        (pq.read_table(p, columns=["image_id", "feature_id"], filesystem=store.fs) for p in parts), n_features
+    )
+    with tqdm(total=n_features, desc="co-occurrence", unit="feature", dynamic_ncols=True) as bar:
+        table = cooccurrence_table(
+            sets,
+            cfg.cooccurrence_top_k,
+            parse_size(cfg.cooccurrence_memory),
+            resolve_device(device),
+            n_images=store.count_rows("embeddings"),
+            progress=lambda done: bar.update(done - bar.n),
+        )
+    store.write_part("cooccurrence", "part-00000", table)
+    return {"cooccurrence": table.num_rows}
+
+
+def run_index(store: AtlasStore, cfg: IndexConfig | None = None, device: str = "auto") -> dict[str, Any]:
     sae = load_sae(store.sae_dir)
     dim = sae.cfg.d_in
     w_dec = sae.W_dec.detach().float().numpy()
     rows = run_labels(store, w_dec, device)
+    rows |= run_cooccurrence(store, cfg or IndexConfig(), device)
     views = build_catalog(store, dim)
     build_index(w_dec, np.arange(len(w_dec)), store.index_dir / FEATURES)
     emb = store.read_table("embeddings")

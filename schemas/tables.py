@@ -188,6 +188,21 @@ TABLES: dict[str, TableSpec] = {
             PartLayout(sort_by=("feature_id", "image_id"), row_group_rows=122_880, dictionary=("feature_id",)),
         ),
         TableSpec(
+            "cooccurrence",
+            "cooccurrence",
+            "For every feature that fires, the features that fire on the same images: its top partners by count "
+            "and its top partners by Jaccard (the union, `index.cooccurrence_top_k` of each), counted exactly over "
+            "every image (written by `atlas index`, atlas/cooccurrence.py).",
+            (
+                ("feature_id", "int32", "the feature"),
+                ("other_id", "int32", "a feature that fires on some of the same images"),
+                ("together", "int64", "images on which both fire"),
+                ("jaccard", "float32", "together / images where either fires"),
+                ("pmi", "float32", "log2(together * images / (images of feature_id * images of other_id))"),
+            ),
+            PartLayout(sort_by=("feature_id", "other_id"), row_group_rows=122_880, dictionary=("feature_id",)),
+        ),
+        TableSpec(
             "top_images",
             "top_images",
             "For every alive feature, its top-k images by activation.",

@@ -281,6 +281,28 @@ def activation_histogram(store: AtlasStore, feature_id: int, bins: int = 30) -> 
     )
 
 
+COOCCURRENCE_ORDERS = ("together", "jaccard", "pmi")
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def cooccurring(store: AtlasStore, feature_id: int, order: str, limit: int = 12) -> pd.DataFrame:
+    """The features that fire with `feature_id` (from `cooccurrence`, written by `atlas index`), best `order`
+    first: other_id, together, jaccard, pmi, and the partner's label and icon. Empty before the index stage."""
+    if order not in COOCCURRENCE_ORDERS:
+        raise ValueError(f"order must be one of {COOCCURRENCE_ORDERS}, not {order!r}")
+    if not store.parts("cooccurrence"):
+        return pd.DataFrame(columns=["other_id", "together", "jaccard", "pmi", "label", "icon"])
+    frame = _sql(
+        store,
+        f"""SELECT c.other_id, c.together, c.jaccard, c.pmi, f.label, i.image AS icon
+            FROM cooccurrence c JOIN features f ON f.feature_id = c.other_id
+            LEFT JOIN icons i ON i.feature_id = c.other_id
+            WHERE c.feature_id = ? ORDER BY c.{order} DESC, c.other_id LIMIT {int(limit)}""",
+        [feature_id],
+    )
+    return _as_bytes(frame, "icon")
+
+
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def features_by_id(store: AtlasStore, feature_ids: tuple[int, ...]) -> pd.DataFrame:
     """Label, frequency and icon of the given features, in the given order."""

@@ -17,6 +17,7 @@ MEASURED = {
         "featurize": {"ratio": 0.8},
         "index": {"labels_seconds": 5, "catalog_seconds": 1, "feature_index_build_seconds": 4, "features": 81920},
         "disk": {"bytes_per_image": 5000, "bytes_per_feature": 16000},
+        "sql": {"images": 1_000_000, "cooccurrence": {"seconds": 3.0}},
     }
 }
 
@@ -35,9 +36,11 @@ def test_the_5m_bigg_plan_matches_the_hand_worked_figures():
     assert s["train"].seconds == pytest.approx(36.31, abs=0.01)
     # featurize: 153,000 x 3 x 0.8 = 367,200 rows/s per GPU x 8: 1.702 s
     assert s["featurize"].seconds == pytest.approx(1.702, abs=0.001)
-    # render: 60,000 / (10.7 x 8) = 700.9 s; index: 5 + 1 + 4 = 10 s at 81,920 features
-    assert s["render"].seconds == pytest.approx(700.9, abs=0.1) and s["index"].seconds == pytest.approx(10.0)
-    assert p.total_seconds == pytest.approx(1610.8 + 36.31 + 1.702 + 700.9 + 10.0, abs=0.2)
+    # render: 60,000 / (10.7 x 8) = 700.9 s; index: 5 + 1 + 4 = 10 s at 81,920 features, co-occurrence
+    # 3 s at 1M images x 5 = 15 s
+    assert s["render"].seconds == pytest.approx(700.9, abs=0.1) and s["index"].seconds == pytest.approx(25.0)
+    assert "co-occurrence 15 s" in s["index"].bound and "sql.cooccurrence" in s["index"].source
+    assert p.total_seconds == pytest.approx(1610.8 + 36.31 + 1.702 + 700.9 + 25.0, abs=0.2)
     assert p.bottleneck.stage == "embed"
     # disk: 5e6 x 5,000 + 81,920 x 16,000 + 60,000 icons x 400,000 = 50.31 GB
     assert p.disk_bytes == pytest.approx(50.31e9, rel=1e-3)

@@ -37,8 +37,9 @@ def test_every_section_runs_at_a_small_shape_and_its_answers_are_exact(tmp_path)
     assert sql["activations_rows"] > 120000 * 6 and sql["activations_parts"] == 3
     assert sql["queries"]["readme_features_7_and_12"]["feature_ids"] == [7, 12]
     for probe in sql["queries"].values():
-        for name in README_QUERIES:
+        for name in [*README_QUERIES, "co_occurrence_join"]:
             assert probe[name]["exact"], (name, probe)
+    assert sql["cooccurrence"]["rows"] > 0
     assert r["render"]["n_icons"] == 2
     assert r["shape"] == {"dim": 64, "features": 512, "l0": 8.0, "images": 20000}
     # a rerun of one section keeps the others

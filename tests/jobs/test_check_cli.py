@@ -80,7 +80,7 @@ def contents(out: Path) -> dict[str, pa.Table]:
 def test_a_clean_atlas_passes(built):
     proc = atlas_cli("check", "--atlas", str(built))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "clean" in proc.stdout and "5 invariant(s)" in proc.stdout
+    assert "clean" in proc.stdout and "6 invariant(s)" in proc.stdout
     assert "no checksum recorded" not in proc.stdout
     m = json.loads((built / "manifest.json").read_text())
     assert set(m["parts"]["embeddings"]) == {"part-00000.parquet", "part-00001.parquet", "part-00002.parquet"}
@@ -150,12 +150,20 @@ def _swap_top_values(store: AtlasStore) -> None:
     store.write_part("top_images", "part-00000", t)
 
 
+def _double_a_count(store: AtlasStore) -> None:
+    t = store.read_table("cooccurrence")
+    together = t["together"].to_numpy().copy()
+    together[0] *= 2
+    store.write_part("cooccurrence", "part-00000", t.set_column(2, "together", pa.array(together)))
+
+
 @pytest.mark.parametrize(
     "change, table, message",
     [
         (_drop_icons, "icons", "has 0 icon(s)"),
         (_halve_frequency, "features", "the activations give frequency"),
         (_swap_top_values, "top_images", "the activations give"),
+        (_double_a_count, "cooccurrence", "the activations give"),
     ],
 )
 def test_invariants_catch_tables_that_disagree(atlas, change, table, message):

@@ -17,6 +17,7 @@ from repo import ROOT
 from streamlit.testing.v1 import AppTest
 
 from atlas.catalog import build_catalog, query
+from atlas.cooccurrence import ActivationSets, cooccurrence_table
 from atlas.store import AtlasStore, table_from_rows
 from atlas.vector_index import FEATURES, build_index
 from viewer.data import atlas_dir
@@ -87,6 +88,9 @@ def atlas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtlasStore]:
     store.write_part("activations", "part-00000", table_from_rows("activations", {
         "image_id": [t[2] for t in top], "feature_id": [t[0] for t in top], "value": [t[3] for t in top],
     }))  # fmt: skip
+    # co-occurrence by the shipped code (as `atlas index` computes it) over those activations
+    sets = ActivationSets.from_parts([store.read_table("activations", ["image_id", "feature_id"])], N_FEATURES)
+    store.write_part("cooccurrence", "part-00000", cooccurrence_table(sets, 3, n_images=N_IMAGES))
     store.write_part("icons", "part-00000", table_from_rows("icons", {
         "feature_id": alive,
         "image": [_picture((200, f * 5, 40), "PNG") for f in alive],
@@ -323,6 +327,32 @@ def test_feature_page_shows_labels_histogram_nearest_features_and_directions(app
     app.button(key=f"near-{near[0]}").click().run()  # opening a neighbour moves the page to it
     assert app.query_params["feature"] == str(near[0])
     assert app.title[0].value.startswith(f"Feature {near[0]}")
+
+
+def test_feature_page_shows_cooccurring_features_as_the_self_join_counts_them(app: AppTest, atlas: AtlasStore) -> None:
+    app.query_params["feature"] = "2"
+    app.switch_page("pages/feature.py").run()
+    assert not _exceptions(app)
+    pairs = query(
+        atlas,
+        "SELECT b.feature_id AS g, count(*) AS t, any_value(fa.c + fb.c) AS both_n FROM activations a "
+        "JOIN activations b USING (image_id) "
+        "JOIN (SELECT feature_id, count(*) AS c FROM activations GROUP BY 1) fa ON fa.feature_id = a.feature_id "
+        "JOIN (SELECT feature_id, count(*) AS c FROM activations GROUP BY 1) fb ON fb.feature_id = b.feature_id "
+        "WHERE a.feature_id = 2 AND b.feature_id <> 2 GROUP BY 1",
+    ).to_pylist()
+    count = {p["g"]: p["t"] for p in pairs}
+    jaccard = {p["g"]: p["t"] / (p["both_n"] - p["t"]) for p in pairs}
+    shown = _shown(app, "cooc-")
+    # the table keeps the 3 best by count and the 3 best by Jaccard (which of tied partners is free)
+    assert set(shown) <= set(count) and len(shown) >= 3
+    assert [count[g] for g in shown[:3]] == sorted(count.values(), reverse=True)[:3]
+    assert all(count[a] >= count[b] for a, b in zip(shown, shown[1:], strict=False))
+    app.radio(key="cooccurrence_order").set_value("jaccard").run()
+    shown = _shown(app, "cooc-")
+    assert [jaccard[g] for g in shown[:3]] == pytest.approx(sorted(jaccard.values(), reverse=True)[:3])
+    app.button(key=f"cooc-{shown[1]}").click().run()
+    assert app.query_params["feature"] == str(shown[1])
 
 
 def test_directions_page_lists_directions_and_their_features(app: AppTest) -> None:

@@ -1,5 +1,5 @@
-"""One feature: icon, labels, statistics, activation histogram, top images, nearest features, aligned
-directions, and a steering slider (from `viewer.steer`, when it is installed)."""
+"""One feature: icon, labels, statistics, activation histogram, top images, nearest features, co-occurring
+features, aligned directions, and a steering slider (from `viewer.steer`, when it is installed)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,23 @@ if store.index_dir.joinpath("features.faiss").exists():
     feature_tiles(tiles, [f"cos {v:.3f}" for v in near["score"]], "near", _open)
 else:
     st.info("No feature index yet (run `atlas index`).")
+
+st.subheader("Co-occurring features")
+st.caption("images on which both fire, over every image; the partners kept are the most frequent and the most specific")
+order = st.radio(
+    "Rank partners by",
+    data.COOCCURRENCE_ORDERS,
+    format_func={"together": "images together", "jaccard": "Jaccard", "pmi": "PMI"}.get,
+    horizontal=True,
+    key="cooccurrence_order",
+)
+partners = data.cooccurring(store, feature_id, order)
+if partners.empty:
+    st.caption("no co-occurrence table yet (run `atlas index`), or this feature fires alone")
+else:
+    tiles = partners.rename(columns={"other_id": "feature_id"})
+    notes = [f"{r.together:,} together · J {r.jaccard:.3f} · PMI {r.pmi:.2f}" for r in partners.itertuples()]
+    feature_tiles(tiles, notes, "cooc", _open)
 
 st.subheader("Aligned directions")
 dirs = data.directions(store)
