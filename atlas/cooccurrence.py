@@ -6,7 +6,7 @@ per query (3.6 s for a feature on 2M of 5M images, benchmarks/scale.json); this 
 time. It holds the activations as int32 twice (image-major and feature-major) plus a sparse CSR copy of the
 image x feature matrix A (~20 B per activation in all), and computes C = A^T A one block of features at a
 time as a sparse x sparse product (torch, CPU or CUDA), then keeps each row's best partners. The product
-does N * L0^2 multiply-adds in all (18e9 at 5M images and L0 60); the dense blocks cost n_features^2 cells.
+does N * L0^2 multiply-adds in all (18e9 at 5M images and L0 60); ranking a row's partners is linear in them.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def _ptr(counts: torch.Tensor) -> torch.Tensor:
 
 
 BYTES_PER_ENTRY = 48  # one non-zero of a block's product with the ranking temporaries (measured peak / nnz)
-DENSE_SHARE = 8  # a row of C with more than n_features / 8 non-zeros is ranked dense (torch.topk), not sorted
+EXACT_COUNTS = 128  # counts below this get a histogram bin each; larger ones share 8 bins per octave
+N_BINS = 264  # EXACT_COUNTS + 8 bins for each octave 2^7 .. 2^24
 
 
 def feature_blocks(sets: ActivationSets, memory_bytes: int) -> list[tuple[int, int]]:
@@ -149,16 +150,61 @@ def feature_blocks(sets: ActivationSets, memory_bytes: int) -> list[tuple[int, i
     return blocks
 
 
-def _top_per_row(row: torch.Tensor, key_desc: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of the `k` entries with the largest `key_desc` (int64, >= 0, < 2^31) in each row; `row` >= 0."""
-    order = torch.argsort(row * (1 << 31) + ((1 << 31) - 1 - key_desc), stable=True)
-    row_sorted = row[order]
-    first = torch.ones_like(row_sorted, dtype=torch.bool)
-    first[1:] = row_sorted[1:] != row_sorted[:-1]
-    start = torch.cummax(torch.where(first, torch.arange(len(row), device=row.device), 0), 0).values
-    mask = torch.zeros_like(row, dtype=torch.bool)
-    mask[order[torch.arange(len(row), device=row.device) - start < k]] = True
-    return mask
+def _top_per_row(
+    row: torch.Tensor, crow: torch.Tensor, key_desc: torch.Tensor, bins: torch.Tensor, exact_below: int, k: int
+) -> torch.Tensor:
+    """Mask of the `k` entries with the largest `key_desc` (int64, >= 0, < 2^31) in each row, ties kept in
+    entry order; entries are grouped by row, row i's at crow[i]:crow[i+1]. `bins` (0 .. N_BINS - 1) must rise
+    with the key, one key value per bin below `exact_below`: the histogram finds each row's k-th bin, so only
+    the entries at or above it (a few times k per row) are sorted, not all of them."""
+    pick = torch.zeros_like(row, dtype=torch.bool)
+    if len(row) == 0:
+        return pick
+    candidate = torch.nonzero(_at_or_above_kth_bin(row, crow, bins, exact_below, k)).flatten()
+    r, key = row[candidate], key_desc[candidate]
+    order = torch.argsort(r * (1 << 31) + ((1 << 31) - 1 - key), stable=True)
+    r_sorted = r[order]
+    first = torch.ones_like(r_sorted, dtype=torch.bool)
+    first[1:] = r_sorted[1:] != r_sorted[:-1]
+    position = torch.arange(len(r), device=row.device)
+    start = torch.cummax(torch.where(first, position, 0), 0).values
+    pick[candidate[order[position - start < k]]] = True
+    return pick
+
+
+def _at_or_above_kth_bin(
+    row: torch.Tensor, crow: torch.Tensor, bins: torch.Tensor, exact_below: int, k: int
+) -> torch.Tensor:
+    """Mask of a superset of each row's k best entries holding every entry strictly above the row's k-th: the
+    bins above the k-th's bin, and of that bin all of it, or, where it holds one key value, its first entries
+    up to k (ties keep entry order, as the stable sort does)."""
+    n_rows = len(crow) - 1
+    hist = torch.bincount(row * N_BINS + bins, minlength=n_rows * N_BINS).view(n_rows, N_BINS)
+    at_or_above = hist.flip(1).cumsum(1).flip(1)  # entries of row r in bins >= b
+    kth = ((at_or_above >= k).sum(1) - 1).clamp(min=0)  # the bin of the row's k-th entry (0: fewer than k)
+    above = torch.cat([at_or_above, torch.zeros_like(at_or_above[:, :1])], 1).gather(1, (kth + 1)[:, None])
+    kth_e = kth[row]
+    on_kth = bins == kth_e
+    # an entry's rank among its row's entries in the k-th bin: a running count, less its count before the row
+    seen = torch.cumsum(on_kth, 0)
+    before_row = (seen - on_kth.long())[crow[:-1].clamp(max=len(row) - 1)]
+    room = k - above.flatten() + before_row  # entries on the k-th bin with seen <= room are kept
+    return (bins > kth_e) | (on_kth & ((kth_e >= exact_below) | (seen <= room[row])))
+
+
+def _count_bins(t: torch.Tensor) -> torch.Tensor:
+    """A bin per count below EXACT_COUNTS, then 8 per octave (a float32's exponent and 3 mantissa bits)."""
+    octaves = (t.float().view(torch.int32).long() >> 20) - (_FLOAT_BITS_OF_EXACT_COUNTS >> 20)
+    return torch.where(t < EXACT_COUNTS, t, EXACT_COUNTS + octaves).clamp(0, N_BINS - 1)
+
+
+def _jaccard_bins(jaccard: torch.Tensor) -> torch.Tensor:
+    """8 bins per octave of a Jaccard in (0, 1], 1 alone in the top bin; below 2^-32 all share the lowest."""
+    return ((jaccard.view(torch.int32).long() >> 20) - (_FLOAT_BITS_OF_ONE >> 20) + N_BINS - 1).clamp(min=0)
+
+
+_FLOAT_BITS_OF_ONE = int(torch.tensor(1.0).view(torch.int32))
+_FLOAT_BITS_OF_EXACT_COUNTS = int(torch.tensor(float(EXACT_COUNTS)).view(torch.int32))
 
 
 def cooccurrence_table(
@@ -192,59 +238,20 @@ def cooccurrence_table(
 
 def _block_partners(c: torch.Tensor, lo: int, n_f: torch.Tensor, top_k: int) -> tuple[torch.Tensor, ...]:
     """(feature, partner, together, jaccard) of each row's best partners in the block C[lo:lo + rows, :]
-    (sparse CSR): rows with many non-zeros are ranked dense with torch.topk, the rest by one sort."""
-    rows, n_features = c.shape
-    device = c.device
-    row_nnz = c.crow_indices().diff().long()
-    r = torch.repeat_interleave(torch.arange(rows, device=device), row_nnz)
+    (sparse CSR), by count and by Jaccard. Every step is one pass over the block's non-zeros."""
+    crow = c.crow_indices().long()
+    r = torch.repeat_interleave(torch.arange(c.shape[0], device=c.device), crow.diff())
     g, t = c.col_indices().long(), c.values()
-    dense_row = row_nnz > n_features // DENSE_SHARE
-    picked = []
-    if dense_row.any():
-        picked.append(_dense_partners(r, g, t, dense_row, lo, n_f, top_k))
-    sparse = ~dense_row[r]
-    if sparse.any():
-        picked.append(_sparse_partners(r[sparse], g[sparse], t[sparse].round().long(), lo, n_f, top_k))
-    if not picked:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, empty, empty, torch.zeros(0, dtype=torch.float32, device=device)
-    return tuple(torch.cat(parts) for parts in zip(*picked, strict=True))
-
-
-def _jaccard(t: torch.Tensor, n_f: torch.Tensor, n_g: torch.Tensor) -> torch.Tensor:
-    # float64 then float32 rounds as a float32 division would (double rounding is harmless for division)
-    return (t.double() / (n_f + n_g - t).double()).float()
-
-
-def _sparse_partners(r, g, t, lo, n_f, top_k):
-    f = r + lo
-    keep = (g != f) & (t > 0)  # a feature is not its own partner
-    f, g, t = f[keep], g[keep], t[keep]
-    jaccard = _jaccard(t, n_f[f], n_f[g])
-    pick = _top_per_row(f, t, top_k) | _top_per_row(f, jaccard.view(torch.int32).long(), top_k)
-    return f[pick], g[pick], t[pick], jaccard[pick]
-
-
-def _dense_partners(r, g, t, dense_row, lo, n_f, top_k):
-    n_features = len(n_f)
-    slot = torch.cumsum(dense_row.long(), 0) - 1  # a dense row's index in the dense block
-    mine = dense_row[r]
-    which = torch.nonzero(dense_row).flatten()
-    counts = torch.zeros(len(which), n_features, dtype=t.dtype, device=t.device)
-    counts[slot[r[mine]], g[mine]] = t[mine]
-    counts[torch.arange(len(which), device=t.device), which + lo] = 0  # a feature is not its own partner
-    k = min(top_k, n_features)
-    by_count = torch.topk(counts, k, dim=1).indices
-    n_row = n_f[which + lo].to(t.dtype)[:, None]
-    by_jaccard = torch.topk(counts / (n_f.to(t.dtype)[None, :] + (n_row - counts)), k, dim=1).indices
-    slots = torch.arange(len(which), device=t.device)[:, None].expand(-1, k)
-    key = torch.unique(torch.cat([slots * n_features + by_count, slots * n_features + by_jaccard]).flatten())
-    s, other = key // n_features, key % n_features
-    together = counts[s, other].round().long()
-    keep = together > 0
-    s, other, together = s[keep], other[keep], together[keep]
-    f = which[s] + lo
-    return f, other, together, _jaccard(together, n_f[f], n_f[other])
+    n = n_f.to(t.dtype)
+    # t and n are exact integers, so a float32 division is the correctly rounded float32 Jaccard
+    jaccard = (t / (n[lo:][r] + n[g] - t)).float()
+    together = t.round().long()
+    mine = g == r + lo  # a feature is not its own partner: its diagonal ranks last, and is dropped
+    together[mine], jaccard[mine] = 0, 0.0
+    by_count = _top_per_row(r, crow, together, _count_bins(together), EXACT_COUNTS, top_k)
+    by_jaccard = _top_per_row(r, crow, jaccard.view(torch.int32).long(), _jaccard_bins(jaccard), 0, top_k)
+    pick = torch.nonzero((by_count | by_jaccard) & (together > 0)).flatten()
+    return r[pick] + lo, g[pick], together[pick], jaccard[pick]
 
 
 def _give_back_freed_memory() -> None:

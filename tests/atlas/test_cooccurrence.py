@@ -9,7 +9,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlas.cooccurrence import ActivationSets, cooccurrence_table, feature_blocks
+from atlas.cooccurrence import (
+    EXACT_COUNTS,
+    ActivationSets,
+    _count_bins,
+    _jaccard_bins,
+    _top_per_row,
+    cooccurrence_table,
+    feature_blocks,
+)
 
 
 def _random_sets(seed: int, n_images: int, n_features: int, max_l0: int):
@@ -98,12 +106,31 @@ def test_the_gpu_gives_the_cpu_table():
     assert gpu.sort_by([("feature_id", "ascending"), ("other_id", "ascending")]).equals(cpu)
 
 
-@pytest.mark.parametrize("dense_share", [1, 1 << 30])  # every row ranked by the sort / every row ranked dense
-def test_both_rankings_give_the_brute_force_table(monkeypatch, dense_share):
-    monkeypatch.setattr("atlas.cooccurrence.DENSE_SHARE", dense_share)
-    rows, feats, a = _random_sets(5, 300, 50, 12)
-    sets = ActivationSets.from_pairs(torch.from_numpy(rows), torch.from_numpy(feats), 300, 50)
-    _check(cooccurrence_table(sets, 4, memory_bytes=1 << 14), a, 4, 300)
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_rows=st.integers(1, 6),
+    per_row=st.integers(0, 400),
+    scale=st.sampled_from([3, 200, 1 << 20]),  # heavy ties in exact bins / exact and shared bins / shared bins
+    k=st.integers(1, 40),
+    as_jaccard=st.booleans(),
+)
+def test_the_histogram_pruned_top_k_is_the_stable_sort_top_k(seed, n_rows, per_row, scale, k, as_jaccard):
+    rng = np.random.default_rng(seed)
+    row = np.sort(rng.integers(0, n_rows, per_row * n_rows))
+    t = rng.integers(1, scale + 1, len(row))
+    if as_jaccard:  # keys are a Jaccard's float32 bits, as the table ranks them
+        jaccard = torch.from_numpy((t / (t + rng.integers(0, 3 * scale, len(row)))).astype(np.float32))
+        key, bins, exact = jaccard.view(torch.int32).long(), _jaccard_bins(jaccard), 0
+    else:
+        key, bins, exact = torch.from_numpy(t), _count_bins(torch.from_numpy(t)), EXACT_COUNTS
+    crow = torch.from_numpy(np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n_rows))]))
+    got = _top_per_row(torch.from_numpy(row), crow, key, bins, exact, k).numpy()
+    want = np.zeros(len(row), bool)
+    for r in np.unique(row):
+        mine = np.flatnonzero(row == r)
+        want[mine[np.argsort(-key.numpy()[mine], kind="stable")[:k]]] = True
+    assert np.array_equal(got, want)
 
 
 def test_blocks_cover_every_feature_once_and_bound_the_product():
