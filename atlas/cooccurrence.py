@@ -198,9 +198,10 @@ def _count_bins(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t < EXACT_COUNTS, t, EXACT_COUNTS + octaves).clamp(0, N_BINS - 1)
 
 
-def _jaccard_bins(jaccard: torch.Tensor) -> torch.Tensor:
-    """8 bins per octave of a Jaccard in (0, 1], 1 alone in the top bin; below 2^-32 all share the lowest."""
-    return ((jaccard.view(torch.int32).long() >> 20) - (_FLOAT_BITS_OF_ONE >> 20) + N_BINS - 1).clamp(min=0)
+def _jaccard_bins(jaccard_bits: torch.Tensor) -> torch.Tensor:
+    """8 bins per octave of a Jaccard in (0, 1], given as its float32 bits (int64), 1 alone in the top bin;
+    below 2^-32 all share the lowest."""
+    return ((jaccard_bits >> 20) - (_FLOAT_BITS_OF_ONE >> 20) + N_BINS - 1).clamp(min=0)
 
 
 _FLOAT_BITS_OF_ONE = int(torch.tensor(1.0).view(torch.int32))
@@ -243,13 +244,14 @@ def _block_partners(c: torch.Tensor, lo: int, n_f: torch.Tensor, top_k: int) -> 
     r = torch.repeat_interleave(torch.arange(c.shape[0], device=c.device), crow.diff())
     g, t = c.col_indices().long(), c.values()
     n = n_f.to(t.dtype)
-    # t and n are exact integers, so a float32 division is the correctly rounded float32 Jaccard
+    # t and n are exact integers, so dividing in t's dtype and casting gives the correctly rounded float32 Jaccard
     jaccard = (t / (n[lo:][r] + n[g] - t)).float()
     together = t.round().long()
     mine = g == r + lo  # a feature is not its own partner: its diagonal ranks last, and is dropped
     together[mine], jaccard[mine] = 0, 0.0
     by_count = _top_per_row(r, crow, together, _count_bins(together), EXACT_COUNTS, top_k)
-    by_jaccard = _top_per_row(r, crow, jaccard.view(torch.int32).long(), _jaccard_bins(jaccard), 0, top_k)
+    jaccard_bits = jaccard.view(torch.int32).long()  # ranks as the Jaccard does (positive floats)
+    by_jaccard = _top_per_row(r, crow, jaccard_bits, _jaccard_bins(jaccard_bits), 0, top_k)
     pick = torch.nonzero((by_count | by_jaccard) & (together > 0)).flatten()
     return r[pick] + lo, g[pick], together[pick], jaccard[pick]
 

@@ -121,7 +121,8 @@ def test_the_histogram_pruned_top_k_is_the_stable_sort_top_k(seed, n_rows, per_r
     t = rng.integers(1, scale + 1, len(row))
     if as_jaccard:  # keys are a Jaccard's float32 bits, as the table ranks them
         jaccard = torch.from_numpy((t / (t + rng.integers(0, 3 * scale, len(row)))).astype(np.float32))
-        key, bins, exact = jaccard.view(torch.int32).long(), _jaccard_bins(jaccard), 0
+        key = jaccard.view(torch.int32).long()
+        bins, exact = _jaccard_bins(key), 0
     else:
         key, bins, exact = torch.from_numpy(t), _count_bins(torch.from_numpy(t)), EXACT_COUNTS
     crow = torch.from_numpy(np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n_rows))]))
