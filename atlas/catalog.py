@@ -96,6 +96,9 @@ def connect_snapshot(store: AtlasStore, limits: SqlLimits = SqlLimits()) -> tupl
     for name, spec in TABLES.items():
         con.execute(view_sql(name, spec.schema(dim), has_parts=False, files=[str(f) for f in files[name]]))
     _bound(con, limits)
+    # Part files are immutable once committed: their footers can be kept, so a query by key that prunes
+    # hundreds of parts (icons at 80k features) stops re-reading every footer.
+    con.execute("SET parquet_metadata_cache = true")
     con.execute(f"SET allowed_directories = [{_literal(str(store.root) + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

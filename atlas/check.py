@@ -133,6 +133,7 @@ INVARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "top images are the largest activations": ("featurize", ("activations", "top_images")),
     "one icon per alive feature": ("render", ("features", "icons")),
     "co-occurrence counts agree": ("index", ("embeddings", "activations", "cooccurrence")),
+    "the map places every alive feature": ("index", ("features", "feature_map")),
 }
 
 

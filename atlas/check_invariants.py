@@ -194,6 +194,30 @@ def cooccurrence(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any], good: Tabl
     return _listed(found, "cooccurrence", len(rows))
 
 
+def feature_map(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any], good: Tables) -> list[Problem]:
+    """The map places every alive feature once, at finite coordinates, and no other feature."""
+    rows = con.execute(
+        """
+        WITH e AS (SELECT feature_id FROM features WHERE alive),
+        m AS (SELECT feature_id, count(*) AS n, bool_and(isfinite(x) AND isfinite(y)) AS finite
+              FROM feature_map GROUP BY feature_id)
+        SELECT coalesce(e.feature_id, m.feature_id) AS fid, e.feature_id IS NOT NULL, coalesce(m.n, 0), m.finite
+        FROM e FULL JOIN m USING (feature_id)
+        WHERE e.feature_id IS NULL OR coalesce(m.n, 0) <> 1 OR NOT m.finite ORDER BY fid
+        """
+    ).fetchall()
+    found = [
+        Problem(
+            "feature_map",
+            _only_part(good, "feature_map"),
+            f"feature {f} ({'alive' if alive else 'not alive'}) is placed {n} time(s)"
+            + ("" if finite is not False else " at a non-finite point"),
+        )
+        for f, alive, n, finite in rows[:MAX_LISTED]
+    ]
+    return _listed(found, "feature_map", len(rows))
+
+
 Check = Callable[[duckdb.DuckDBPyConnection, dict[str, Any], Tables], list[Problem]]
 CHECKS: dict[str, Check] = {
     "unique image ids": unique_image_ids,
@@ -202,4 +226,5 @@ CHECKS: dict[str, Check] = {
     "top images are the largest activations": top_images,
     "one icon per alive feature": icons,
     "co-occurrence counts agree": cooccurrence,
+    "the map places every alive feature": feature_map,
 }

@@ -122,6 +122,8 @@ class IndexConfig(_Section):
         32, ge=1, description="partners kept per feature in `cooccurrence`, by count and by Jaccard (the union)"
     )
     cooccurrence_memory: str = Field("2 GB", description="memory of one block of the co-occurrence product")
+    map_neighbors: int = Field(15, ge=2, description="UMAP neighbours of the feature map (more: a more global layout)")
+    map_min_dist: float = Field(0.1, ge=0.0, le=1.0, description="UMAP min_dist of the feature map (less: tighter)")
 
     @field_validator("cooccurrence_memory")
     @classmethod

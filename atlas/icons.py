@@ -9,6 +9,7 @@ SAE-encode it, and take the rank of f among the icon's activations (1 = f is the
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +60,42 @@ def icon_embeddings(
     keep_error: bool = False,
 ) -> np.ndarray:
     """CLIP-space embeddings [len(feature_ids), d], one per target feature."""
+    acts_bf, error = _scaled_template(sae, template_bd, template_scale, keep_error, len(feature_ids))
+    ids = torch.as_tensor(np.asarray(feature_ids, dtype=np.int64))
+    acts_bf[torch.arange(len(ids)), ids] = feature_scale
+    return (sae.decode(acts_bf) + error).numpy().astype(np.float32)
+
+
+@torch.inference_mode()
+def concept_icon_embeddings(
+    sae: SparseAutoencoder,
+    template_bd: np.ndarray,
+    members: Sequence[tuple[Sequence[int], Sequence[float]]],
+    template_scale: float,
+    feature_scale: float,
+    keep_error: bool = False,
+) -> np.ndarray:
+    """The icon method for groups of features (an image's concepts): one embedding [len(members), d] per
+    (feature ids, activations) group, the group's features set to their activations rescaled so that the
+    strongest one is `feature_scale`, on the scaled template."""
+    acts_bf, error = _scaled_template(sae, template_bd, template_scale, keep_error, len(members))
+    for row, (ids, values) in enumerate(members):
+        values_g = np.asarray(values, dtype=np.float32)
+        acts_bf[row, torch.as_tensor(np.asarray(ids, dtype=np.int64))] = torch.from_numpy(
+            values_g * (feature_scale / max(float(values_g.max()), 1e-12))
+        )
+    return (sae.decode(acts_bf) + error).numpy().astype(np.float32)
+
+
+def _scaled_template(
+    sae: SparseAutoencoder, template_bd: np.ndarray, template_scale: float, keep_error: bool, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The template's SAE activations times `template_scale`, n copies [n, F], and the reconstruction error
+    to add back (zero unless `keep_error`)."""
     t = torch.as_tensor(np.asarray(template_bd, dtype=np.float32)).reshape(1, -1)
     a = sae.encode(t)
     error = t - sae.decode(a) if keep_error else torch.zeros_like(t)
-    ids = torch.as_tensor(np.asarray(feature_ids, dtype=np.int64))
-    acts = (a * template_scale).repeat(len(ids), 1)
-    acts[torch.arange(len(ids)), ids] = feature_scale
-    return (sae.decode(acts) + error).numpy().astype(np.float32)
+    return (a * template_scale).repeat(n, 1), error
 
 
 @torch.inference_mode()

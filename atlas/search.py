@@ -1,5 +1,5 @@
-"""Search an atlas: text -> features and images through the CLIP text encoder, an image -> its features,
-a feature -> its nearest features. Used by the viewer's Search and Feature pages and `atlas search`.
+"""Search an atlas: text -> features and images through the CLIP text encoder, an image -> its features and
+its nearest images, a feature -> its nearest features. Used by the viewer's Search and Feature pages and `atlas search`.
 
 Text -> features compares the text embedding, centred like the label vocabulary (`atlas.labels`), with the
 features' decoder directions (`index/features.faiss`), keeping alive features only. Text -> images is
@@ -50,6 +50,15 @@ class AtlasSearch:
         keep = ids[0] != -1  # image ids are signed hashes: only -1 means "no result"
         return pa.table(
             {"image_id": pa.array(ids[0][keep], pa.int64()), "score": pa.array(scores[0][keep], pa.float32())}
+        )
+
+    def similar_images(self, image_id: int, k: int = 10) -> pa.Table:
+        """The k images of the atlas closest to image `image_id` by CLIP embedding (itself excluded):
+        image_id, score."""
+        scores, ids = search(self.session.image_index, self.session.embedding_of_id(image_id), k + 1)
+        keep = (ids[0] != -1) & (ids[0] != image_id)
+        return pa.table(
+            {"image_id": pa.array(ids[0][keep][:k], pa.int64()), "score": pa.array(scores[0][keep][:k], pa.float32())}
         )
 
     def features_for_image(self, image, k: int = 10) -> pa.Table:

@@ -6,8 +6,10 @@ sends): each session connects, then asks for a page (`BackMsg.rerun_script` with
 string) and the latency is the time until the server reports `script_finished`, i.e. the whole page was
 computed and sent. No browser is involved, so the figure is the server's cost, not Chromium's layout time
 (the browser test covers real rendering). The feature page is asked for a different random feature each
-time (cold queries: labels, histogram, top images, nearest features); the grid shows its first page (as a
-visitor does). The bare baseline is the health endpoint (`/_stcore/health`) round trip on the same server.
+time (cold queries: labels, histogram, top images, nearest features, co-occurring features), the image page
+for a random image (its features, nearest images); the grid shows its first page and the map all its points
+(as a visitor first sees them). The bare baseline is the health endpoint (`/_stcore/health`) round trip on the
+same server.
 """
 
 from __future__ import annotations
@@ -76,15 +78,20 @@ def write_synthetic_atlas(
     alive_mask = rng.random(n_features) < 0.9
     p = np.where(alive_mask, popularity, 0)
     p /= p.sum()
-    feat = rng.choice(n_features, (n_images, per_image), p=p).astype(np.int32)
+    drawn = rng.choice(n_features, (n_images, 2 * per_image), p=p).astype(np.int32)
+    # a feature fires at most once per image: the first `per_image` distinct draws of each row
+    picked = [np.unique(row, return_index=True) for row in drawn]
+    feat_rows = [u[np.argsort(first)][:per_image] for u, first in picked]
+    n_per_image = np.array([len(r) for r in feat_rows])
+    feat = np.concatenate(feat_rows)
     values = rng.gamma(2.0, 1.0, feat.shape).astype(np.float32)
     store.write_part("activations", "part-00000", table_from_rows("activations", {
-        "image_id": np.repeat(image_ids, per_image), "feature_id": feat.reshape(-1), "value": values.reshape(-1),
+        "image_id": np.repeat(image_ids, n_per_image), "feature_id": feat, "value": values,
     }))  # fmt: skip
-    n_active = np.bincount(feat.reshape(-1), minlength=n_features)
-    mass = np.bincount(feat.reshape(-1), weights=values.reshape(-1), minlength=n_features)
+    n_active = np.bincount(feat, minlength=n_features)
+    mass = np.bincount(feat, weights=values, minlength=n_features)
     maxv = np.zeros(n_features)
-    np.maximum.at(maxv, feat.reshape(-1), values.reshape(-1))
+    np.maximum.at(maxv, feat, values)
     alive = n_active > 0
     words = np.asarray(read_vocabulary(), dtype=object)
     store.write_part("features", "part-00000", table_from_rows("features", {
@@ -93,12 +100,9 @@ def write_synthetic_atlas(
         "activation_mass": mass, "decoder_norm": rng.uniform(0.5, 1.5, n_features), "label": [None] * n_features,
     }))  # fmt: skip
     stats = FeatureStats.empty(n_features, 16)
-    rows = torch.from_numpy(np.repeat(np.arange(n_images), per_image))
+    rows = torch.from_numpy(np.repeat(np.arange(n_images), n_per_image))
     stats.update_sparse(
-        image_ids,
-        SparseBatch(
-            n_images, rows, torch.from_numpy(feat.reshape(-1).astype(np.int64)), torch.from_numpy(values.reshape(-1))
-        ),
+        image_ids, SparseBatch(n_images, rows, torch.from_numpy(feat.astype(np.int64)), torch.from_numpy(values))
     )
     store.write_part("top_images", "part-00000", stats.top_images_table())
     alive_ids = np.flatnonzero(alive).astype(np.int32)
@@ -125,6 +129,11 @@ def write_synthetic_atlas(
         "step": steps, "samples": steps * 4096, "split": ["train"] * len(steps), "loss": 1 / steps, "mse": 1 / steps,
         "l1": np.full(len(steps), 0.1), "l0": np.full(len(steps), 60.0), "explained_variance": 1 - 1 / np.sqrt(steps),
         "dead_fraction": np.full(len(steps), 0.1),
+    }))  # fmt: skip
+    # the map's coordinates are drawn at random: the page's cost depends on the number of points, not on
+    # where UMAP puts them (tests/atlas/test_feature_map.py checks the layout itself)
+    store.write_part("feature_map", "part-00000", table_from_rows("feature_map", {
+        "feature_id": alive_ids, "x": rng.standard_normal(len(alive_ids)), "y": rng.standard_normal(len(alive_ids)),
     }))  # fmt: skip
     build_index(
         rng.standard_normal((n_features, DIM), dtype=np.float32), np.arange(n_features), store.index_dir / FEATURES
@@ -217,7 +226,13 @@ async def _session(url: str, plan: list[tuple[str, str]], out: dict[str, list[fl
             out[page].append(await _render(ws, page, query))
 
 
-def _plans(n_sessions: int, requests: int, n_features: int, seed: int) -> list[list[tuple[str, str]]]:
+PAGES = ("grid", "feature", "map", "image")
+
+
+def _plans(
+    n_sessions: int, requests: int, n_features: int, image_ids: np.ndarray, seed: int
+) -> list[list[tuple[str, str]]]:
+    """Each session's requests: every page `requests` times, a random feature and image each time."""
     rng = np.random.default_rng(seed)
     plans = []
     for _ in range(n_sessions):
@@ -225,17 +240,20 @@ def _plans(n_sessions: int, requests: int, n_features: int, seed: int) -> list[l
         for _ in range(requests):
             plan.append(("grid", ""))
             plan.append(("feature", f"feature={int(rng.integers(0, n_features))}"))
+            plan.append(("map", ""))
+            plan.append(("image", f"image={int(rng.choice(image_ids))}"))
         plans.append(plan)
     return plans
 
 
 def _run_sessions(
-    url: str, n_sessions: int, requests: int, n_features: int, seed: int
+    url: str, n_sessions: int, requests: int, n_features: int, image_ids: np.ndarray, seed: int
 ) -> tuple[dict[str, list[float]], float]:
-    out: dict[str, list[float]] = {"grid": [], "feature": []}
+    out: dict[str, list[float]] = {page: [] for page in PAGES}
+    plans = _plans(n_sessions, requests, n_features, image_ids, seed)
 
     async def main() -> None:
-        await asyncio.gather(*(_session(url, plan, out) for plan in _plans(n_sessions, requests, n_features, seed)))
+        await asyncio.gather(*(_session(url, plan, out) for plan in plans))
 
     t0 = time.perf_counter()
     asyncio.run(main())
@@ -259,16 +277,17 @@ def run_view_bench(n_features: int, sessions: int, requests: int, root: Path | N
         t0 = time.perf_counter()
         store = write_synthetic_atlas(Path(root or tmp) / "atlas", n_features)
         build_s = time.perf_counter() - t0
+        image_ids = store.read_table("images", ["image_id"]).column("image_id").to_numpy()
         proc, url = start_viewer(store)
         try:
-            _run_sessions(url, 1, 1, n_features, seed=99)  # warm-up: imports, the cached connection and index
+            _run_sessions(url, 1, 1, n_features, image_ids, seed=99)  # warm-up: imports, the connection, indexes
             health = []
             for _ in range(20):
                 t = time.perf_counter()
                 urllib.request.urlopen(f"{url}/_stcore/health", timeout=10).read()
                 health.append(time.perf_counter() - t)
-            single, single_s = _run_sessions(url, 1, requests, n_features, seed=1)
-            many, many_s = _run_sessions(url, sessions, requests, n_features, seed=2)
+            single, single_s = _run_sessions(url, 1, requests, n_features, image_ids, seed=1)
+            many, many_s = _run_sessions(url, sessions, requests, n_features, image_ids, seed=2)
         finally:
             stop_viewer(proc)
     return {
@@ -282,5 +301,8 @@ def run_view_bench(n_features: int, sessions: int, requests: int, root: Path | N
             "1 session": {page: _summary(v) for page, v in single.items()},
             f"{sessions} sessions": {page: _summary(v) for page, v in many.items()},
         },
-        "pages_per_s": {"1 session": 2 * requests / single_s, f"{sessions} sessions": 2 * requests * sessions / many_s},
+        "pages_per_s": {
+            "1 session": len(PAGES) * requests / single_s,
+            f"{sessions} sessions": len(PAGES) * requests * sessions / many_s,
+        },
     }

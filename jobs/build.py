@@ -76,9 +76,9 @@ STAGES: dict[str, Stage] = {
             "index",
             ("embed", "train", "featurize", "render", "directions"),
             lambda c: c.index,
-            (("labels", ""), ("cooccurrence", "")),
+            (("labels", ""), ("cooccurrence", ""), ("feature_map", "")),
             ("atlas.duckdb", "index"),
-            "labels, feature co-occurrence, DuckDB catalog and FAISS indexes",
+            "labels, feature co-occurrence, feature map, DuckDB catalog and FAISS indexes",
         ),
     )
 }

@@ -304,6 +304,9 @@ def view(
         "--server.headless", "true", "--server.address", address, "--server.port", str(port),
         "--browser.gatherUsageStats", "false", "--server.maxUploadSize", str(UPLOADS.max_mib),
         "--client.toolbarMode", "viewer",  # no Deploy, rerun or clear-cache: a served atlas is not a dev session
+        # Streamlit forces a full gc.collect() after every page run: with torch and faiss in the heap that is a
+        # third of the server's time under many sessions (py-spy); Python's own generational collector stays on.
+        "--runner.postScriptGC", "false",
         "--", "--atlas", str(store.root),
     ]  # fmt: skip
     typer.echo(f"serving {store.root} on http://{address}:{port}")

@@ -1,6 +1,7 @@
 """Index job: feature labels from the vocabulary (the atlas's CLIP text encoder), feature co-occurrence, the
-DuckDB catalog (a view per table) and the FAISS indexes (feature decoder directions, image embeddings). Runs
-on the driver: it reads the finished tables and writes small files."""
+feature map (UMAP of the decoder directions), the DuckDB catalog (a view per table) and the FAISS indexes
+(feature decoder directions, image embeddings). Runs on the driver: it reads the finished tables and writes
+small files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from atlas.catalog import build_catalog
 from atlas.config import IndexConfig, parse_size
 from atlas.cooccurrence import ActivationSets, cooccurrence_table
+from atlas.feature_map import feature_map_table
 from atlas.labels import VOCABULARY_FILE, embed_vocabulary, labels_table, templates_for, vocabulary_for
 from atlas.models.device import resolve_device
 from atlas.models.sae.autoencoder import load_sae
@@ -57,12 +59,23 @@ def run_cooccurrence(store: AtlasStore, cfg: IndexConfig, device: str = "auto") 
     return {"cooccurrence": table.num_rows}
 
 
+def run_feature_map(store: AtlasStore, w_dec: np.ndarray, cfg: IndexConfig) -> dict[str, Any]:
+    """Lay out the alive features' decoder directions in 2-D (atlas/feature_map.py) and write `feature_map`."""
+    alive = store.read_table("features", ["feature_id", "alive"])
+    ids = alive.column("feature_id").to_numpy()[alive.column("alive").to_numpy(zero_copy_only=False)]
+    table = feature_map_table(ids, w_dec[ids], cfg.map_neighbors, cfg.map_min_dist)
+    store.write_part("feature_map", "part-00000", table)
+    return {"feature_map": table.num_rows}
+
+
 def run_index(store: AtlasStore, cfg: IndexConfig | None = None, device: str = "auto") -> dict[str, Any]:
     sae = load_sae(store.sae_dir)
     dim = sae.cfg.d_in
     w_dec = sae.W_dec.detach().float().numpy()
     rows = run_labels(store, w_dec, device)
-    rows |= run_cooccurrence(store, cfg or IndexConfig(), device)
+    cfg = cfg or IndexConfig()
+    rows |= run_cooccurrence(store, cfg, device)
+    rows |= run_feature_map(store, w_dec, cfg)
     views = build_catalog(store, dim)
     build_index(w_dec, np.arange(len(w_dec)), store.index_dir / FEATURES)
     emb = store.read_table("embeddings")

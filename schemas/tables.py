@@ -119,6 +119,20 @@ TABLES: dict[str, TableSpec] = {
             ),
         ),
         TableSpec(
+            "lists",
+            "lists",
+            "Named feature lists saved from the viewer, append-only: every save writes a new part holding the "
+            "whole list as a new version; a list is the rows of its latest version, and a version whose only row "
+            "has no feature deletes it (atlas/feature_lists.py).",
+            (
+                ("list_name", "string", "the list's name"),
+                ("version", "int64", "when this version was saved (ns since the epoch); the largest is current"),
+                ("position", "int32", "order in the list, from 0"),
+                ("feature_id", "int32", "a feature of the list (null: the list was deleted)"),
+                ("note", "string", "the list's description"),
+            ),
+        ),
+        TableSpec(
             "train_log",
             "sae/train_log",
             "SAE training curve, one row every `log_every` steps, and a final row on the held-out split.",
@@ -201,6 +215,17 @@ TABLES: dict[str, TableSpec] = {
                 ("pmi", "float32", "log2(together * images / (images of feature_id * images of other_id))"),
             ),
             PartLayout(sort_by=("feature_id", "other_id"), row_group_rows=122_880, dictionary=("feature_id",)),
+        ),
+        TableSpec(
+            "feature_map",
+            "feature_map",
+            "A 2-D map of the alive features: UMAP of their decoder directions under cosine distance, so that "
+            "features writing similar directions sit together (written by `atlas index`, atlas/feature_map.py).",
+            (
+                ("feature_id", "int32", "the feature"),
+                ("x", "float32", "map coordinate"),
+                ("y", "float32", "map coordinate"),
+            ),
         ),
         TableSpec(
             "top_images",

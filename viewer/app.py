@@ -16,20 +16,23 @@ except AtlasError as e:
     st.stop()
 
 pages = [
-    st.Page("pages/home.py", title="Summary", icon=":material/home:", default=True),
-    st.Page("pages/grid.py", title="Feature grid", icon=":material/grid_view:"),
-    st.Page("pages/feature.py", title="Feature", icon=":material/search:"),
-    st.Page("pages/search.py", title="Search", icon=":material/manage_search:"),
-    st.Page("pages/directions.py", title="Directions", icon=":material/swap_horiz:"),
-    st.Page("pages/diff.py", title="Diff", icon=":material/compare:"),
-    st.Page("pages/sql.py", title="SQL", icon=":material/database:"),
+    st.Page("views/home.py", title="Summary", icon=":material/home:", default=True),
+    st.Page("views/grid.py", title="Feature grid", icon=":material/grid_view:"),
+    st.Page("views/feature.py", title="Feature", icon=":material/search:"),
+    st.Page("views/map.py", title="Feature map", icon=":material/scatter_plot:"),
+    st.Page("views/image.py", title="Image", icon=":material/image:"),
+    st.Page("views/lists.py", title="Lists", icon=":material/list:"),
+    st.Page("views/search.py", title="Search", icon=":material/manage_search:"),
+    st.Page("views/directions.py", title="Directions", icon=":material/swap_horiz:"),
+    st.Page("views/diff.py", title="Diff", icon=":material/compare:"),
+    st.Page("views/sql.py", title="SQL", icon=":material/database:"),
 ]
-try:  # the image explorer (pick or upload an image, scale its concepts, render) lives in viewer/steer.py
-    from viewer.steer import image_explorer_page
+try:  # the image explorer (pick or upload an image, scale its concepts, render) needs viewer/steer.py
+    import viewer.steer  # noqa: F401
+
+    pages.append(st.Page("views/explorer.py", title="Image explorer", icon=":material/tune:", url_path="explorer"))
 except ImportError:
-    image_explorer_page = None
-if image_explorer_page is not None:
-    pages.append(st.Page(image_explorer_page, title="Image explorer", icon=":material/tune:", url_path="explorer"))
+    pass
 page = st.navigation(pages)
 st.sidebar.caption(f"Atlas: `{store.root}`")
 try:

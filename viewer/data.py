@@ -304,6 +304,19 @@ def cooccurring(store: AtlasStore, feature_id: int, order: str, limit: int = 12)
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def feature_map(store: AtlasStore) -> pd.DataFrame:
+    """Every feature on the map (`feature_map`, written by `atlas index`): feature_id, x, y, frequency, label.
+    Empty before the index stage."""
+    if not store.parts("feature_map"):
+        return pd.DataFrame(columns=["feature_id", "x", "y", "frequency", "label"])
+    return _sql(
+        store,
+        """SELECT m.feature_id, m.x, m.y, f.frequency, f.label
+           FROM feature_map m JOIN features f USING (feature_id) ORDER BY m.feature_id""",
+    )
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def features_by_id(store: AtlasStore, feature_ids: tuple[int, ...]) -> pd.DataFrame:
     """Label, frequency and icon of the given features, in the given order."""
     if not feature_ids:
@@ -329,6 +342,38 @@ def images_by_id(store: AtlasStore, image_ids: tuple[int, ...]) -> pd.DataFrame:
         [list(image_ids)],
     )
     return _thumbnails(frame).set_index("image_id").reindex(list(image_ids)).reset_index()
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def image(store: AtlasStore, image_id: int) -> dict[str, Any] | None:
+    """The `images` row of one image (image_id, source, caption, width, height, thumbnail), or None."""
+    frame = _sql(store, "SELECT * FROM images WHERE image_id = ?", [image_id])
+    if frame.empty:
+        return None
+    row = _thumbnails(frame).iloc[0].to_dict()
+    return {k: None if not isinstance(v, bytes) and pd.isna(v) else v for k, v in row.items()}
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def image_features(store: AtlasStore, image_id: int) -> pd.DataFrame:
+    """The features that fire on one image (`activations`), strongest first: feature_id, value, label, icon."""
+    frame = _sql(
+        store,
+        """SELECT a.feature_id, a.value, f.label, i.image AS icon
+           FROM activations a JOIN features f USING (feature_id) LEFT JOIN icons i USING (feature_id)
+           WHERE a.image_id = ? ORDER BY a.value DESC, a.feature_id""",
+        [image_id],
+    )
+    return _as_bytes(frame, "icon")
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def some_images(store: AtlasStore, limit: int) -> pd.DataFrame:
+    """The first `limit` images by image_id (a picker's thumbnails): image_id, source, caption, thumbnail."""
+    frame = _sql(
+        store, "SELECT image_id, source, caption, thumbnail FROM images ORDER BY image_id LIMIT ?", [int(limit)]
+    )
+    return _thumbnails(frame)
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
@@ -400,6 +445,23 @@ def search_call(store: AtlasStore, method: str, *args: Any) -> Any:
     session, lock = model_session(store)
     with lock:
         return getattr(AtlasSearch(session), method)(*args)
+
+
+# ---- lists -----------------------------------------------------------------------------------------------
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def feature_lists(store: AtlasStore) -> dict[str, Any]:
+    """Every saved feature list by name (`atlas.feature_lists`), for this snapshot: a save commits a new
+    tables_version, so the next page sees it."""
+    from atlas.feature_lists import read_lists
+
+    return read_lists(store)
+
+
+def save_feature_list(store: AtlasStore, name: str, feature_ids: Sequence[int], note: str = "") -> None:
+    """Save a list as its new version (an empty one deletes it); AtlasError (one line) for a bad name or id."""
+    from atlas.feature_lists import save_list
+
+    save_list(store, name, feature_ids, note, n_features=feature_count(store))
 
 
 # ---- diff ------------------------------------------------------------------------------------------------

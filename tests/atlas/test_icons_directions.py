@@ -4,7 +4,7 @@ import torch
 
 from atlas.config import DirectionsConfig
 from atlas.directions import aligned_features, contrastive_direction, prompt_pairs
-from atlas.icons import fidelity_ranks, icon_embeddings
+from atlas.icons import concept_icon_embeddings, fidelity_ranks, icon_embeddings
 from atlas.models.clip import load_embedder
 from atlas.models.sae.autoencoder import SAEConfig, SparseAutoencoder
 
@@ -28,6 +28,20 @@ def test_icon_embedding_is_the_template_scaled_to_a_fifth_with_the_feature_set(s
         acts = 0.2 * a
         acts[f] = 50.0
         np.testing.assert_allclose(row, (acts @ w + b) / s, rtol=1e-5, atol=1e-5)
+
+
+def test_a_concept_icon_sets_its_features_in_proportion_the_strongest_at_the_feature_scale(sae):
+    t = np.random.default_rng(3).normal(size=8).astype(np.float32)
+    groups = [([5, 9, 2], [2.0, 1.0, 0.5]), ([11], [0.3])]
+    out = concept_icon_embeddings(sae, t, groups, template_scale=0.2, feature_scale=50.0)
+    with torch.no_grad():
+        a = sae.encode(torch.tensor(t)[None])[0].numpy()
+        w, b, s = sae.W_dec.numpy(), sae.b_dec.numpy(), sae.cfg.input_scale
+    acts = 0.2 * a
+    acts[[5, 9, 2]] = [50.0, 25.0, 12.5]
+    np.testing.assert_allclose(out[0], (acts @ w + b) / s, rtol=1e-5, atol=1e-5)
+    # a one-feature concept is that feature's ordinary icon
+    np.testing.assert_allclose(out[1], icon_embeddings(sae, t, np.array([11]), 0.2, 50.0)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_keep_error_adds_the_template_reconstruction_error(sae):

@@ -171,14 +171,16 @@ def test_search_page_finds_features_for_red(toy, monkeypatch):
 
     monkeypatch.setenv("ATLAS_DIR", str(toy["store"].root))
     app = AppTest.from_file(str(ROOT / "viewer" / "app.py"), default_timeout=120).run()
-    app.switch_page("pages/search.py").run()
+    app.switch_page("views/search.py").run()
     app.text_input(key="search_text").input("red").run()
     assert not app.exception, [e.value for e in app.exception]
     shown = [
         int(b.key.removeprefix("text-feature-")) for b in app.button if b.key and b.key.startswith("text-feature-")
     ]
     assert shown[:4] == toy["search"].features_for_text("red", 4).column("feature_id").to_pylist()
-    assert any(img.captions and len(img.captions) == 12 for img in app.image)  # the image results
+    image_hits = toy["search"].images_for_text("red", 12).column("image_id").to_pylist()
+    tiles = [int(b.key.removeprefix("text-image-")) for b in app.button if b.key and b.key.startswith("text-image-")]
+    assert tiles == image_hits  # the image results, each a tile that opens its image page
     app.button(key=f"text-feature-{shown[0]}").click().run()
     assert app.query_params["feature"] == str(shown[0])
     import gc

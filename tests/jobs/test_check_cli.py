@@ -80,7 +80,7 @@ def contents(out: Path) -> dict[str, pa.Table]:
 def test_a_clean_atlas_passes(built):
     proc = atlas_cli("check", "--atlas", str(built))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "clean" in proc.stdout and "6 invariant(s)" in proc.stdout
+    assert "clean" in proc.stdout and "7 invariant(s)" in proc.stdout
     assert "no checksum recorded" not in proc.stdout
     m = json.loads((built / "manifest.json").read_text())
     assert set(m["parts"]["embeddings"]) == {"part-00000.parquet", "part-00001.parquet", "part-00002.parquet"}
@@ -157,6 +157,11 @@ def _double_a_count(store: AtlasStore) -> None:
     store.write_part("cooccurrence", "part-00000", t.set_column(2, "together", pa.array(together)))
 
 
+def _drop_a_map_point(store: AtlasStore) -> None:
+    t = store.read_table("feature_map")
+    store.write_part("feature_map", "part-00000", t.slice(1))
+
+
 @pytest.mark.parametrize(
     "change, table, message",
     [
@@ -164,6 +169,7 @@ def _double_a_count(store: AtlasStore) -> None:
         (_halve_frequency, "features", "the activations give frequency"),
         (_swap_top_values, "top_images", "the activations give"),
         (_double_a_count, "cooccurrence", "the activations give"),
+        (_drop_a_map_point, "feature_map", "(alive) is placed 0 time(s)"),
     ],
 )
 def test_invariants_catch_tables_that_disagree(atlas, change, table, message):

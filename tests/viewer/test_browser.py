@@ -1,5 +1,6 @@
 """The viewer in a real browser: `atlas view` on a free loopback port, Chromium driven by Playwright opens
-every page of a toy-world atlas, searches for a word, opens a feature and saves screenshots.
+every page of a toy-world atlas, clicks from the grid to a feature, to an image, to the explorer, saves a list
+and reopens it by its URL, searches for a word, opens a feature and saves screenshots.
 
 Set-up (done here): Debian's `chromium` (apt-get, when missing and allowed) and pip's `playwright` (the
 `dev` extra). Playwright never downloads a browser: it drives /usr/bin/chromium. Skips, saying why, when
@@ -85,7 +86,8 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
-        yield {"url": url, "chromium": chromium, "store": store, "shots": root / "screenshots", "split": split}
+        shots = Path(os.environ.get("ATLAS_SCREENSHOTS") or root / "screenshots")  # set it to keep them
+        yield {"url": url, "chromium": chromium, "store": store, "shots": shots, "split": split}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -128,9 +130,15 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # a shared link is the server's first visit: the entry point (wide layout, titled navigation) runs it
+            page.goto(f"{url}/feature?feature=1")
+            expect(page.locator("h1").first).to_contain_text("Feature 1", timeout=90_000)
+            _settle(page)
+            expect(page.locator('[data-testid="stSidebarNav"]')).to_contain_text("Feature grid")
             for path, heading in [("", "CLIP Feature Atlas"), ("grid", "Feature grid"), ("feature", "Feature "),
-                                  ("search", "Search"), ("directions", "Directions"), ("sql", "SQL"),
-                                  ("diff", "Diff")]:  # fmt: skip
+                                  ("map", "Feature map"), ("image", "Image "), ("lists", "Feature lists"),
+                                  ("explorer", "Image explorer"), ("search", "Search"),
+                                  ("directions", "Directions"), ("sql", "SQL"), ("diff", "Diff")]:  # fmt: skip
                 page.goto(f"{url}/{path}")
                 expect(page.locator("h1").first).to_contain_text(heading, timeout=90_000)
                 _settle(page)
@@ -138,9 +146,46 @@ def test_every_page_search_and_a_feature_in_chromium(server):
                 assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, path  # client.toolbarMode
                 page.screenshot(path=str(shots / f"{path or 'home'}.png"), full_page=True)
 
+            # grid -> feature -> image -> explorer, by clicks
             page.goto(f"{url}/grid")
             expect(page.get_by_text("features, page 1 of")).to_be_visible(timeout=90_000)
-            expect(page.get_by_role("button", name="Open").first).to_be_visible(timeout=60_000)
+            _settle(page)
+            tile_button = page.locator('[data-testid="stBaseButton-secondary"]', has_text="Open")  # not a selectbox's
+            tile_button.first.click()
+            page.wait_for_url("**/feature?feature=*", timeout=60_000)
+            expect(page.get_by_text("Top images")).to_be_visible(timeout=60_000)
+            _settle(page)
+            page.get_by_role("button", name="Image", exact=True).first.click()
+            page.wait_for_url("**/image?image=*", timeout=60_000)
+            image_id = page.url.rsplit("=", 1)[1]
+            expect(page.locator("h1").first).to_contain_text(f"Image {image_id}", timeout=60_000)
+            expect(page.get_by_text("Similar images")).to_be_visible(timeout=60_000)
+            _settle(page)
+            assert page.get_by_text("concept 0 ·").count() >= 1  # its concepts, from the SAE
+            page.screenshot(path=str(shots / f"image-{image_id}.png"), full_page=True)
+            page.get_by_role("link", name="Explore its concepts and render").click()
+            page.wait_for_url(f"**/explorer?image={image_id}", timeout=60_000)
+            expect(page.get_by_text(f"image {image_id}:")).to_be_visible(timeout=90_000)  # its concepts
+            _settle(page)
+            page.screenshot(path=str(shots / "explorer-image.png"), full_page=True)
+
+            # a list saved from a feature page, reopened from its URL in a new tab
+            page.goto(f"{url}/feature?feature=1")
+            expect(page.locator("h1").first).to_contain_text("Feature 1", timeout=90_000)
+            _settle(page)
+            page.get_by_text("Add to a list").click()
+            box = page.get_by_label("List name (an existing list or a new one)")
+            box.fill("browser picks")
+            box.press("Enter")
+            _settle(page)
+            page.get_by_role("button", name="Add feature 1").click()
+            expect(page.get_by_role("link", name="Open list browser picks")).to_be_visible(timeout=60_000)
+            reopened = browser.new_page(viewport={"width": 1400, "height": 1000})
+            reopened.goto(f"{url}/lists?list=browser+picks")
+            expect(reopened.get_by_text("1 features")).to_be_visible(timeout=90_000)
+            expect(reopened.get_by_text("#1 ·").first).to_be_visible(timeout=60_000)
+            _settle(reopened)
+            reopened.screenshot(path=str(shots / "list.png"), full_page=True)
 
             page.goto(f"{url}/search")
             box = page.get_by_label("Words")
@@ -172,4 +217,4 @@ def test_every_page_search_and_a_feature_in_chromium(server):
         finally:
             browser.close()
     saved = sorted(p.name for p in shots.glob("*.png"))
-    assert len(saved) == 10 and all((shots / n).stat().st_size > 5000 for n in saved), saved
+    assert len(saved) == 17 and all((shots / n).stat().st_size > 5000 for n in saved), saved

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     page = sys.argv[1]
     at = AppTest.from_file(sys.argv[2], default_timeout=120).run()
     if page != "home":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     errors = [str(e.value) for e in at.exception] + [e.value for e in at.error]
     print(json.dumps({"errors": errors, "titles": [t.value for t in at.title],
                       "heavy": [m for m in sys.argv[3:] if m in sys.modules]}))

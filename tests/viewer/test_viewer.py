@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import streamlit as st
 from PIL import Image
@@ -18,8 +19,9 @@ from streamlit.testing.v1 import AppTest
 
 from atlas.catalog import build_catalog, query
 from atlas.cooccurrence import ActivationSets, cooccurrence_table
+from atlas.feature_map import feature_map_table
 from atlas.store import AtlasStore, table_from_rows
-from atlas.vector_index import FEATURES, build_index
+from atlas.vector_index import FEATURES, IMAGES, build_index
 from viewer.data import atlas_dir
 
 APP = ROOT / "viewer" / "app.py"
@@ -50,9 +52,11 @@ def atlas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtlasStore]:
         "height": [32] * N_IMAGES,
         "thumbnail": [_picture((i % 256, 80, 160), "JPEG") for i in image_ids],
     }))  # fmt: skip
+    embeddings = rng.normal(size=(N_IMAGES, DIM)).astype(np.float32)
     store.write_part("embeddings", "part-00000", table_from_rows("embeddings", {
-        "image_id": image_ids, "embedding": rng.normal(size=(N_IMAGES, DIM)),
+        "image_id": image_ids, "embedding": embeddings,
     }, dim=DIM))  # fmt: skip
+    build_index(embeddings, np.asarray(image_ids), store.index_dir / IMAGES)
     steps = [10, 20, 30, 40, 50]
     store.write_part("train_log", "part-00000", table_from_rows("train_log", {
         "step": steps + [50],
@@ -112,6 +116,7 @@ def atlas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AtlasStore]:
     directions[np.arange(N_FEATURES), np.arange(N_FEATURES) % DIM] = 1.0
     directions += rng.normal(scale=0.01, size=directions.shape).astype(np.float32)
     build_index(directions, np.arange(N_FEATURES), store.index_dir / FEATURES)
+    store.write_part("feature_map", "part-00000", feature_map_table(np.asarray(alive), directions[alive], 5))
     red_blue = np.zeros(DIM, dtype=np.float32)
     red_blue[2] = 1.0
     store.write_part("directions", "part-00000", table_from_rows("directions", {
@@ -188,7 +193,7 @@ def test_home_shows_models_stages_row_counts_and_metrics(app: AppTest, atlas: At
 
 
 def test_grid_pages_through_alive_features_by_frequency(app: AppTest, atlas: AtlasStore) -> None:
-    app.switch_page("pages/grid.py").run()
+    app.switch_page("views/grid.py").run()
     assert not _exceptions(app)
     expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive ORDER BY frequency DESC, feature_id")
     assert len(app.image) == 24  # the default page size
@@ -208,7 +213,7 @@ def test_grid_pages_through_alive_features_by_frequency(app: AppTest, atlas: Atl
 
 
 def test_grid_open_button_goes_to_the_feature_page(app: AppTest, atlas: AtlasStore) -> None:
-    app.switch_page("pages/grid.py").run()
+    app.switch_page("views/grid.py").run()
     first = next(b for b in app.button if b.key.startswith("open-"))
     first.click().run()
     assert not _exceptions(app)
@@ -221,17 +226,16 @@ def test_grid_open_button_goes_to_the_feature_page(app: AppTest, atlas: AtlasSto
 @pytest.mark.parametrize("feature_id", [0, 1, 3])
 def test_feature_page_shows_icon_stats_and_top_images(app: AppTest, atlas: AtlasStore, feature_id: int) -> None:
     app.query_params["feature"] = str(feature_id)
-    app.switch_page("pages/feature.py").run()
+    app.switch_page("views/feature.py").run()
     assert not _exceptions(app)
     assert app.number_input(key="feature_id").value == feature_id
     expected = _sql_column(atlas, f"SELECT rank FROM top_images WHERE feature_id = {feature_id} ORDER BY rank")
-    tops = [img for img in app.image if all(c.startswith("#") for c in img.captions)]
+    tops = [c.value for c in app.caption if c.value.startswith("#")]  # the top images' tiles
     if feature_id in DEAD:
         assert expected == [] and tops == []
         assert not [img for img in app.image if img.captions and img.captions[0].startswith("icon")]  # no icon either
         return
-    assert len(tops) == 1
-    assert [c.split(" ")[0] for c in tops[0].captions] == [f"#{r}" for r in expected]
+    assert [c.split(" ")[0] for c in tops] == [f"#{r}" for r in expected]
     icon = [img for img in app.image if img.captions and img.captions[0].startswith("icon")]
     rank = _sql_column(atlas, f"SELECT fidelity_rank FROM icons WHERE feature_id = {feature_id}")[0]
     assert icon[0].captions == [f"icon · fidelity rank {rank}"]
@@ -242,7 +246,7 @@ def test_feature_page_shows_icon_stats_and_top_images(app: AppTest, atlas: Atlas
 
 
 def test_feature_page_follows_the_number_input(app: AppTest, atlas: AtlasStore) -> None:
-    app.switch_page("pages/feature.py").run()
+    app.switch_page("views/feature.py").run()
     assert app.number_input(key="feature_id").value == 0  # the first alive feature
     app.number_input(key="feature_id").set_value(7).run()
     assert not _exceptions(app)
@@ -275,7 +279,7 @@ def test_home_has_a_density_histogram_and_links(app: AppTest) -> None:
 
 
 def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStore) -> None:
-    app.switch_page("pages/grid.py").run()
+    app.switch_page("views/grid.py").run()
     app.text_input(key="grid_label").input("WORD-3").run()  # case-insensitive substring of the label
     assert not _exceptions(app)
     expected = _sql_column(
@@ -312,7 +316,7 @@ def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStor
 
 def test_feature_page_shows_labels_histogram_nearest_features_and_directions(app: AppTest, atlas: AtlasStore) -> None:
     app.query_params["feature"] = "2"
-    app.switch_page("pages/feature.py").run()
+    app.switch_page("views/feature.py").run()
     assert not _exceptions(app)
     assert app.title[0].value == "Feature 2: word-2"
     assert any(md.value.startswith("**Labels**") and "word-2 (0.50)" in md.value for md in app.markdown)
@@ -331,7 +335,7 @@ def test_feature_page_shows_labels_histogram_nearest_features_and_directions(app
 
 def test_feature_page_shows_cooccurring_features_as_the_self_join_counts_them(app: AppTest, atlas: AtlasStore) -> None:
     app.query_params["feature"] = "2"
-    app.switch_page("pages/feature.py").run()
+    app.switch_page("views/feature.py").run()
     assert not _exceptions(app)
     pairs = query(
         atlas,
@@ -356,7 +360,7 @@ def test_feature_page_shows_cooccurring_features_as_the_self_join_counts_them(ap
 
 
 def test_directions_page_lists_directions_and_their_features(app: AppTest) -> None:
-    app.switch_page("pages/directions.py").run()
+    app.switch_page("views/directions.py").run()
     assert not _exceptions(app)
     assert list(_frame_with(app, "n_pairs")["name"]) == ["red-blue"]
     assert _shown(app, "dir-") == [2, 10]
@@ -365,7 +369,7 @@ def test_directions_page_lists_directions_and_their_features(app: AppTest) -> No
 
 
 def test_sql_page_runs_read_only_queries_with_limits(app: AppTest, atlas: AtlasStore) -> None:
-    app.switch_page("pages/sql.py").run()
+    app.switch_page("views/sql.py").run()
     assert not _exceptions(app)
     app.text_area(key="sql_text").input(
         "SELECT feature_id, thumbnail FROM features JOIN icons USING (feature_id) ORDER BY 1"
@@ -384,12 +388,12 @@ def test_sql_page_runs_read_only_queries_with_limits(app: AppTest, atlas: AtlasS
 
 
 def test_search_page_renders_without_a_query(app: AppTest) -> None:
-    app.switch_page("pages/search.py").run()
+    app.switch_page("views/search.py").run()
     assert not _exceptions(app)
     assert app.text_input(key="search_text").value == ""
 
 
-def test_bench_view_writes_latencies_for_both_pages(tmp_path: Path) -> None:
+def test_bench_view_writes_latencies_for_every_page(tmp_path: Path) -> None:
     """Tiny sizes: a 300-feature synthetic atlas, a real `streamlit run` server, 2 sessions (shape only)."""
     import json
 
@@ -402,9 +406,130 @@ def test_bench_view_writes_latencies_for_both_pages(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "view.json").read_text())
     assert result["features"] == 300 and set(result["latency_ms"]) == {"1 session", "2 sessions"}
     for mode, n in (("1 session", 1), ("2 sessions", 2)):
-        for page in ("grid", "feature"):
+        for page in ("grid", "feature", "map", "image"):
             stats = result["latency_ms"][mode][page]
             assert stats["n"] == n and 0 < stats["p50"] <= stats["p95"]
     assert result["baseline_health_ms"]["p50"] > 0
     leftover = subprocess.run(["pgrep", "-f", "atlas-bench-view-"], capture_output=True, text=True).stdout.strip()
     assert leftover == ""  # the server was stopped
+
+
+def _chart_rows(at: AppTest) -> pa.Table:
+    """The data of the page's one Vega-Lite chart, as the browser receives it (Arrow IPC)."""
+    (chart,) = at.get("vega_lite_chart")
+    (dataset,) = chart.proto.datasets
+    return pa.ipc.open_stream(dataset.data.data).read_all()
+
+
+def test_map_page_places_every_alive_feature_and_shows_the_picked_one(app: AppTest, atlas: AtlasStore) -> None:
+    app.switch_page("views/map.py").run()
+    assert not _exceptions(app)
+    assert app.title[0].value == "Feature map"
+    rows = _chart_rows(app)
+    alive = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive ORDER BY feature_id")
+    assert rows.column("feature_id").to_pylist() == alive
+    xy = np.stack([rows.column("x").to_numpy(), rows.column("y").to_numpy()], axis=1)
+    # the fixture's features point along axis f % DIM: each one's nearest neighbour on the map shares its axis
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    axis = np.asarray(alive) % DIM
+    assert np.mean(axis[d.argmin(axis=1)] == axis) >= 0.9
+    assert "click a point" in " ".join(c.value for c in app.caption)
+
+    app.radio(key="map_colour").set_value("label").run()
+    app.text_input(key="map_label").input("word-4").run()
+    rows = _chart_rows(app)
+    ids, match = rows.column("feature_id").to_pylist(), rows.column("match").to_pylist()
+    matched = [f for f, m in zip(ids, match, strict=True) if m]
+    assert matched == _sql_column(atlas, "SELECT feature_id FROM features WHERE label = 'word-4' ORDER BY 1")
+
+    app.query_params["feature"] = "2"  # what a click on feature 2 writes to the URL
+    app.run()
+    assert any(md.value.startswith("**#2** · word-2") for md in app.markdown)
+    link = app.get("page_link")[-1].proto
+    assert (link.page, link.query_string) == ("feature", "feature=2")
+
+
+def test_image_page_shows_the_image_its_features_and_its_nearest_images(app: AppTest, atlas: AtlasStore) -> None:
+    image_id = 1003
+    app.query_params["image"] = str(image_id)
+    app.switch_page("views/image.py").run()
+    assert not _exceptions(app)
+    assert app.title[0].value == f"Image {image_id}"
+    assert any("image 1003" in md.value and "shapes/1003.png" in md.value for md in app.markdown)
+    fired = _sql_column(
+        atlas, f"SELECT feature_id FROM activations WHERE image_id = {image_id} ORDER BY value DESC, feature_id"
+    )
+    assert fired and _shown(app, "image-feature-") == fired
+    emb = query(atlas, "SELECT image_id, embedding FROM embeddings ORDER BY image_id").to_pydict()
+    unit = np.asarray(emb["embedding"]) / np.linalg.norm(emb["embedding"], axis=1, keepdims=True)
+    cos = unit @ unit[emb["image_id"].index(image_id)]
+    nearest = [emb["image_id"][i] for i in np.argsort(-cos) if emb["image_id"][i] != image_id][:12]
+    assert _shown(app, "similar-") == nearest
+    link = app.get("page_link")[-1].proto
+    assert (link.page, link.query_string) == ("explorer", f"image={image_id}")
+
+    app.button(key=f"similar-{nearest[0]}").click().run()  # every image opens its page
+    assert app.query_params["image"] == str(nearest[0]) and app.title[0].value == f"Image {nearest[0]}"
+    app.button(key=f"image-feature-{_shown(app, 'image-feature-')[0]}").click().run()
+    assert app.title[0].value.startswith("Feature ")
+
+
+def test_feature_page_top_images_open_their_image_page(app: AppTest, atlas: AtlasStore) -> None:
+    app.query_params["feature"] = "2"
+    app.switch_page("views/feature.py").run()
+    top = _sql_column(atlas, "SELECT image_id FROM top_images WHERE feature_id = 2 ORDER BY rank")
+    assert _shown(app, "top-") == top
+    app.button(key=f"top-{top[0]}").click().run()
+    assert app.title[0].value == f"Image {top[0]}"
+
+
+def test_image_page_says_when_an_image_is_not_in_the_atlas(app: AppTest) -> None:
+    app.query_params["image"] = "77"
+    app.switch_page("views/image.py").run()
+    assert not _exceptions(app) and "Image 77 is not in the images table." in [w.value for w in app.warning]
+
+
+def test_a_list_is_saved_from_a_feature_page_and_reopened_by_its_url(
+    atlas: AtlasStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from atlas.feature_lists import read_lists
+
+    copy = AtlasStore(shutil.copytree(atlas.root, tmp_path / "atlas"))  # saving writes to the atlas
+    monkeypatch.setenv("ATLAS_DIR", str(copy.root))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    for feature_id in (5, 2):
+        at.query_params["feature"] = str(feature_id)
+        at.switch_page("views/feature.py").run()
+        at.text_input(key="add_list_name").input("round things").run()
+        at.button(key="add_to_list").click().run()
+        assert not _exceptions(at) and not at.error
+    assert read_lists(copy)["round things"].feature_ids == (5, 2)
+    link = at.get("page_link")[-1].proto
+    assert (link.page, link.query_string) == ("lists", "list=round+things")
+
+    at.text_input(key="add_list_name").input("../x").run()
+    at.button(key="add_to_list").click().run()
+    assert [e.value for e in at.error] and at.error[0].value.startswith("list name '../x'")
+
+    fresh = AppTest.from_file(str(APP), default_timeout=60)  # another browser opening the list's URL
+    fresh.query_params["list"] = "round things"
+    fresh.switch_page("views/lists.py").run()
+    assert not _exceptions(fresh)
+    assert fresh.selectbox(key="list_name").value == "round things"
+    assert _shown(fresh, "list-feature-") == [5, 2]
+    fresh.multiselect(key="list_remove").select(5).run()
+    fresh.button(key="list_save_removed").click().run()
+    assert _shown(fresh, "list-feature-") == [2] and read_lists(copy)["round things"].feature_ids == (2,)
+    fresh.button(key="list_delete").click().run()
+    assert read_lists(copy) == {} and fresh.info
+
+
+def test_a_search_url_reopens_the_query(app: AppTest) -> None:
+    app.query_params["q"] = "red"
+    app.switch_page("views/search.py").run()
+    assert app.text_input(key="search_text").value == "red"
+    app.text_input(key="search_text").input("blue").run()
+    assert app.query_params["q"] == "blue" and app.text_input(key="search_text").value == "blue"

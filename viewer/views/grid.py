@@ -61,4 +61,4 @@ for start in range(0, len(rows), COLUMNS):
                 st.caption("no icon" if tile.alive else "dead feature")
             st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \nfreq {tile.frequency:.3%}")
             if st.button("Open", key=f"open-{tile.feature_id}", width="stretch"):
-                st.switch_page("pages/feature.py", query_params={"feature": str(tile.feature_id)})
+                st.switch_page("views/feature.py", query_params={"feature": str(tile.feature_id)})

@@ -25,5 +25,5 @@ feature_tiles(
     tiles,
     [f"cos {t['cosine']:.3f}" for t in top],
     "dir",
-    lambda f: st.switch_page("pages/feature.py", query_params={"feature": str(f)}),
+    lambda f: st.switch_page("views/feature.py", query_params={"feature": str(f)}),
 )

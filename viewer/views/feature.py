@@ -1,13 +1,15 @@
-"""One feature: icon, labels, statistics, activation histogram, top images, nearest features, co-occurring
-features, aligned directions, and a steering slider (from `viewer.steer`, when it is installed)."""
+"""One feature (?feature=N): icon, labels, statistics, adding it to a list, activation histogram, top images
+(each opens its image page), nearest features, co-occurring features, aligned directions, and a steering
+slider (from `viewer.steer`, when it is installed)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from atlas.errors import AtlasError
 from viewer import data
-from viewer.tiles import feature_tiles
+from viewer.tiles import feature_tiles, image_tiles
 
 store = data.current_store()
 n_features = data.feature_count(store)
@@ -59,6 +61,23 @@ with right:
     cols[3].metric("fidelity rank", "-" if row["icon"] is None else int(row["fidelity_rank"]))
     st.dataframe(pd.DataFrame([{k: v for k, v in row.items() if k != "icon"}]), hide_index=True)
 
+with st.expander("Add to a list"):
+    lists = data.feature_lists(store)
+    if lists:
+        st.caption("lists: " + ", ".join(f"{n} ({len(fl.feature_ids)})" for n, fl in lists.items()))
+    list_name = st.text_input("List name (an existing list or a new one)", key="add_list_name", max_chars=80)
+    if st.button(f"Add feature {feature_id}", key="add_to_list"):
+        members = list(lists[list_name.strip()].feature_ids) if list_name.strip() in lists else []
+        try:
+            data.save_feature_list(store, list_name, [*members, feature_id])
+        except AtlasError as e:
+            st.error(str(e))
+        else:
+            st.page_link(
+                "views/lists.py", label=f"Open list {list_name.strip()}", icon=":material/list:",
+                query_params={"list": list_name.strip()},
+            )  # fmt: skip
+
 labels = data.feature_labels(store, feature_id)
 if not labels.empty:
     st.markdown(
@@ -76,8 +95,7 @@ st.subheader(f"Top images ({len(top)})")
 if top.empty:
     st.info("No top images for this feature (it never fired).")
 else:
-    captions = [f"#{r.rank} · {r.value:.3g} · {r.caption or r.source}" for r in top.itertuples()]
-    st.image(list(top["thumbnail"]), caption=captions, width=128)
+    image_tiles(top, [f"#{r.rank} · {r.value:.3g}" for r in top.itertuples()], "top")
 
 
 def _open(other: int) -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 from atlas.errors import AtlasError
 from atlas.uploads import UPLOADS, decode_upload
 from viewer import data
-from viewer.tiles import feature_tiles
+from viewer.tiles import feature_tiles, image_tiles
 
 K = 12
 store = data.current_store()
@@ -16,7 +16,7 @@ st.title("Search")
 
 
 def _open(feature_id: int) -> None:
-    st.switch_page("pages/feature.py", query_params={"feature": str(feature_id)})
+    st.switch_page("views/feature.py", query_params={"feature": str(feature_id)})
 
 
 def _feature_results(hits, score_name: str, key: str) -> None:
@@ -24,9 +24,19 @@ def _feature_results(hits, score_name: str, key: str) -> None:
     feature_tiles(tiles, [f"{score_name} {v:.3f}" for v in hits[score_name]], key, _open)
 
 
+def _to_url() -> None:
+    """Typing a query puts it in the URL (?q=...), before the page reruns."""
+    if st.session_state.search_text.strip():
+        st.query_params["q"] = st.session_state.search_text.strip()
+    else:
+        st.query_params.pop("q", None)
+
+
 text_tab, image_tab = st.tabs(["Text", "Image"])
 with text_tab:
-    text = st.text_input("Words", key="search_text", max_chars=300, placeholder="e.g. red")
+    if st.session_state.get("search_text", "").strip() != st.query_params.get("q", ""):
+        st.session_state.search_text = st.query_params.get("q", "")[:300]  # a search's URL reopens it
+    text = st.text_input("Words", key="search_text", max_chars=300, placeholder="e.g. red", on_change=_to_url)
     if text.strip():
         try:
             features = data.search_call(store, "features_for_text", text, K).to_pandas()
@@ -42,11 +52,7 @@ with text_tab:
             st.subheader(f"Images for “{text.strip()}”")
             shown = data.images_by_id(store, tuple(int(i) for i in images["image_id"]))
             if not shown.empty:
-                captions = [
-                    f"{s:.3f} · {r.caption or r.source}"
-                    for r, s in zip(shown.itertuples(), images["score"], strict=True)
-                ]
-                st.image(list(shown["thumbnail"]), caption=captions, width=128)
+                image_tiles(shown, [f"{s:.3f}" for s in images["score"]], "text-image")
 
 with image_tab:
     upload = st.file_uploader(

@@ -75,7 +75,7 @@ def show_side(side: str, ids: list[int], notes: dict[int, str]) -> None:
             )
             if sides[side] is store:
                 text_col.page_link(
-                    "pages/feature.py", label=f"Open {side.upper()} #{card.feature_id}",
+                    "views/feature.py", label=f"Open {side.upper()} #{card.feature_id}",
                     query_params={"feature": str(card.feature_id)},
                 )  # fmt: skip
             elif data.compare_url():
