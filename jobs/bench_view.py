@@ -39,14 +39,15 @@ DIM = 64
 ICON_PART = 128  # the render stage's default part size: the layout that lets DuckDB skip unread icon files
 
 
-def _pngs(n: int, size: int, seed: int) -> list[bytes]:
+def _pngs(n: int, size: int, seed: int, fmt: str = "PNG") -> list[bytes]:
+    """`n` noise images, PNG (as icons are) or JPEG (as thumbnails are)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format=fmt)
         out.append(buf.getvalue())
     return out
 
@@ -63,7 +64,7 @@ def write_synthetic_atlas(
     rng = np.random.default_rng(seed)
     store = AtlasStore(root)
     image_ids = rng.integers(-(2**62), 2**62, n_images)
-    thumbs = _pngs(64, 64, seed)
+    thumbs = _pngs(64, 64, seed, "JPEG")
     store.write_part("images", "part-00000", table_from_rows("images", {
         "image_id": image_ids, "source": [f"img/{i}.jpg" for i in range(n_images)],
         "caption": [f"image {i}" for i in range(n_images)], "width": [512] * n_images, "height": [512] * n_images,

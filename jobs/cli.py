@@ -307,6 +307,7 @@ def view(
         # Streamlit forces a full gc.collect() after every page run: with torch and faiss in the heap that is a
         # third of the server's time under many sessions (py-spy); Python's own generational collector stays on.
         "--runner.postScriptGC", "false",
+        "--server.fileWatcherType", "none",  # served code does not change; the watcher's threads cost CPU
         "--", "--atlas", str(store.root),
     ]  # fmt: skip
     typer.echo(f"serving {store.root} on http://{address}:{port}")

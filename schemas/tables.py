@@ -256,6 +256,9 @@ TABLES: dict[str, TableSpec] = {
                 ("guidance_scale", "float32", "classifier-free guidance scale"),
                 ("size", "int32", "requested icon side in pixels"),
             ),
+            # small row groups in feature order: the viewer reads one feature's icon from one row group
+            # (atlas/part_ranges.py), not the whole part's PNGs
+            PartLayout(sort_by=("feature_id",), row_group_rows=8, dictionary=()),
         ),
         TableSpec(
             "directions",

@@ -22,6 +22,7 @@ import streamlit as st
 from atlas.catalog import SqlLimits, connect
 from atlas.config import SqlConfig, config_from_dict
 from atlas.errors import AtlasError
+from atlas.part_ranges import PartRanges
 from atlas.session import ModelSession
 from atlas.store import AtlasStore
 from schemas import TABLES
@@ -104,10 +105,23 @@ def _sql(store: AtlasStore, sql: str, params: Sequence[Any] = ()) -> pd.DataFram
         cur.close()
 
 
-def _as_bytes(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """DuckDB returns BLOBs as bytearray; Streamlit's st.image wants bytes."""
-    frame[column] = [None if pd.isna(b) else bytes(b) for b in frame[column]]
-    return frame
+@st.cache_resource(hash_funcs=_HASH, show_spinner=False)
+def _icon_parts(store: AtlasStore) -> PartRanges:
+    """The feature-id range of each committed icons part (one footer read each, once per snapshot)."""
+    return PartRanges.of(store.snapshot()[1]["icons"], "feature_id")
+
+
+def _with_icons(store: AtlasStore, frame: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """`frame` with its features' icon (PNG bytes or None) and `extra` icons columns, read by feature id
+    from only the icon parts that hold them (a join with the icons view opens every part)."""
+    ids = [int(i) for i in frame["feature_id"]]
+    found = _icon_parts(store).read(ids, ["image", *extra]).to_pandas()
+    found = found.drop_duplicates("feature_id", keep="last").set_index("feature_id")
+    out = frame.copy()
+    out["icon"] = [bytes(b) if isinstance(b, (bytes, bytearray)) else None for b in found["image"].reindex(ids)]
+    for col in extra:
+        out[col] = found[col].reindex(ids).to_numpy()
+    return out
 
 
 def _thumbnails(frame: pd.DataFrame) -> pd.DataFrame:
@@ -202,14 +216,11 @@ def feature_page(store: AtlasStore, sort: str, flt: GridFilter, limit: int, offs
     where, params = flt.where()
     frame = _sql(
         store,
-        f"""WITH page AS (
-                SELECT f.feature_id, f.alive, f.frequency, f.activation_mass, f.max_activation, f.label
-                FROM features f {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?)
-            SELECT p.*, i.image AS icon FROM page p LEFT JOIN icons i USING (feature_id)
-            ORDER BY {SORTS[sort].replace("f.", "p.")}""",
+        f"""SELECT f.feature_id, f.alive, f.frequency, f.activation_mass, f.max_activation, f.label
+            FROM features f {where} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?""",
         [*params, limit, offset],
     )
-    return _as_bytes(frame, "icon")
+    return _with_icons(store, frame)
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
@@ -219,18 +230,21 @@ def first_alive_feature(store: AtlasStore) -> int:
     return 0 if pd.isna(value) else int(value)
 
 
+@st.cache_resource(hash_funcs=_HASH, show_spinner=False)
+def _features(store: AtlasStore) -> pd.DataFrame:
+    """Every `features` row (labels filled in), indexed by feature_id, read once per snapshot: 81,920 rows are
+    a few MB, and a lookup here takes microseconds where a query over the view takes ~10 ms. Never mutated."""
+    return _sql(store, "SELECT * FROM features ORDER BY feature_id").set_index("feature_id", drop=False)
+
+
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def feature(store: AtlasStore, feature_id: int) -> dict[str, Any] | None:
     """The `features` row of one feature with its icon columns (icon, fidelity_rank, ...), or None."""
-    frame = _sql(
-        store,
-        """SELECT f.*, i.image AS icon, i.fidelity_rank, i.feature_scale, i.seed, i.steps
-           FROM features f LEFT JOIN icons i USING (feature_id) WHERE f.feature_id = ?""",
-        [feature_id],
-    )
-    if frame.empty:
+    features = _features(store)
+    if feature_id not in features.index:
         return None
-    row = _as_bytes(frame, "icon").iloc[0].to_dict()
+    frame = features.loc[[feature_id]].reset_index(drop=True)
+    row = _with_icons(store, frame, ["fidelity_rank", "feature_scale", "seed", "steps"]).iloc[0].to_dict()
     return {k: None if pd.isna(v) else v for k, v in row.items()}  # SQL NULLs as None
 
 
@@ -294,13 +308,13 @@ def cooccurring(store: AtlasStore, feature_id: int, order: str, limit: int = 12)
         return pd.DataFrame(columns=["other_id", "together", "jaccard", "pmi", "label", "icon"])
     frame = _sql(
         store,
-        f"""SELECT c.other_id, c.together, c.jaccard, c.pmi, f.label, i.image AS icon
+        f"""SELECT c.other_id, c.together, c.jaccard, c.pmi, f.label
             FROM cooccurrence c JOIN features f ON f.feature_id = c.other_id
-            LEFT JOIN icons i ON i.feature_id = c.other_id
             WHERE c.feature_id = ? ORDER BY c.{order} DESC, c.other_id LIMIT {int(limit)}""",
         [feature_id],
     )
-    return _as_bytes(frame, "icon")
+    icons = _with_icons(store, frame.rename(columns={"other_id": "feature_id"}))["icon"]
+    return frame.assign(icon=icons.to_numpy())
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
@@ -321,14 +335,8 @@ def features_by_id(store: AtlasStore, feature_ids: tuple[int, ...]) -> pd.DataFr
     """Label, frequency and icon of the given features, in the given order."""
     if not feature_ids:
         return pd.DataFrame(columns=["feature_id", "label", "frequency", "icon"])
-    frame = _sql(
-        store,
-        """SELECT f.feature_id, f.label, f.frequency, i.image AS icon
-           FROM features f LEFT JOIN icons i USING (feature_id) WHERE list_contains(?, f.feature_id)""",
-        [list(feature_ids)],
-    )
-    frame = _as_bytes(frame, "icon").set_index("feature_id").reindex(list(feature_ids)).reset_index()
-    return frame
+    frame = _features(store)[["label", "frequency"]].reindex(list(feature_ids)).rename_axis("feature_id")
+    return _with_icons(store, frame.reset_index())
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
@@ -356,15 +364,15 @@ def image(store: AtlasStore, image_id: int) -> dict[str, Any] | None:
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def image_features(store: AtlasStore, image_id: int) -> pd.DataFrame:
-    """The features that fire on one image (`activations`), strongest first: feature_id, value, label, icon."""
+    """The features that fire on one image (`activations`), strongest first: feature_id, value, label."""
     frame = _sql(
         store,
-        """SELECT a.feature_id, a.value, f.label, i.image AS icon
-           FROM activations a JOIN features f USING (feature_id) LEFT JOIN icons i USING (feature_id)
+        """SELECT a.feature_id, a.value, f.label
+           FROM activations a JOIN features f USING (feature_id)
            WHERE a.image_id = ? ORDER BY a.value DESC, a.feature_id""",
         [image_id],
     )
-    return _as_bytes(frame, "icon")
+    return frame
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)

@@ -19,7 +19,7 @@ def feature_tiles(tiles: pd.DataFrame, notes: Sequence[str], key: str, on_open: 
         for col, (tile, note) in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
             with col.container(border=True):
                 if tile.icon is not None:
-                    st.image(tile.icon, width="stretch")
+                    st.image(tile.icon, width="stretch", output_format="PNG")
                 st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \n{note}")
                 if st.button("Open", key=f"{key}-{tile.feature_id}", width="stretch"):
                     on_open(int(tile.feature_id))

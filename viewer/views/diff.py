@@ -69,7 +69,7 @@ def show_side(side: str, ids: list[int], notes: dict[int, str]) -> None:
         with st.container(border=True):
             icon_col, text_col = st.columns([1, 3])
             if card.icon is not None:
-                icon_col.image(card.icon, width="stretch")
+                icon_col.image(card.icon, width="stretch", output_format="PNG")
             text_col.markdown(
                 f"**{side.upper()} #{card.feature_id}** · {card.label or '–'}  \n{notes.get(card.feature_id, '')}"
             )

@@ -50,7 +50,12 @@ st.title(f"Feature {feature_id}" + (f": {row['label']}" if row["label"] else "")
 left, right = st.columns([1, 3])
 with left:
     if row["icon"] is not None:
-        st.image(row["icon"], caption=f"icon · fidelity rank {int(row['fidelity_rank'])}", width="stretch")
+        st.image(
+            row["icon"],
+            caption=f"icon · fidelity rank {int(row['fidelity_rank'])}",
+            width="stretch",
+            output_format="PNG",
+        )
     else:
         st.caption("no icon for this feature")
 with right:

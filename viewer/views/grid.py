@@ -56,7 +56,7 @@ for start in range(0, len(rows), COLUMNS):
     for col, tile in zip(st.columns(COLUMNS), rows.iloc[start : start + COLUMNS].itertuples(), strict=False):
         with col.container(border=True):
             if tile.icon is not None:
-                st.image(tile.icon, width="stretch")
+                st.image(tile.icon, width="stretch", output_format="PNG")
             else:
                 st.caption("no icon" if tile.alive else "dead feature")
             st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \nfreq {tile.frequency:.3%}")

@@ -11,6 +11,7 @@ from viewer import data
 from viewer.tiles import feature_tiles, image_tiles
 
 SIMILAR = 12
+TILES = 12  # strongest active features shown as tiles; the rest in a table
 store = data.current_store()
 
 
@@ -57,7 +58,16 @@ st.subheader(f"Active features ({len(active)})")
 if active.empty:
     st.caption("no feature fires on this image (or `atlas featurize` has not run)")
 else:
-    feature_tiles(active, [f"activation {v:.3g}" for v in active["value"]], "image-feature", _open_feature)
+    head = active.head(TILES)
+    tiles = data.features_by_id(store, tuple(int(f) for f in head["feature_id"]))
+    feature_tiles(tiles, [f"activation {v:.3g}" for v in head["value"]], "image-feature", _open_feature)
+    if len(active) > TILES:
+        with st.expander(f"All {len(active)} active features"):
+            st.dataframe(
+                active.assign(page=[f"/feature?feature={int(f)}" for f in active["feature_id"]]),
+                hide_index=True, width="stretch",
+                column_config={"page": st.column_config.LinkColumn("page", display_text="open")},
+            )  # fmt: skip
 
 st.subheader("Concepts")
 st.caption("the active features grouped by decoder direction (spherical k-means), strongest concept first")

@@ -46,7 +46,7 @@ if colour == "label" and match.strip():
 else:
     encode = alt.Color("log10_frequency:Q", scale=alt.Scale(scheme="viridis"), title="log10 frequency")
 
-columns = ["feature_id", "x", "y", "label", "frequency", "log10_frequency", *(["match"] if "match" in shown else [])]
+columns = ["feature_id", "x", "y", "label", "log10_frequency", *(["match"] if "match" in shown else [])]
 picked = alt.selection_point(name="picked", fields=["feature_id"], on="click", empty=False)
 chart = (
     alt.Chart(shown[columns])
@@ -55,11 +55,10 @@ chart = (
         x=alt.X("x:Q", axis=None),
         y=alt.Y("y:Q", axis=None),
         color=encode,
-        size=alt.condition(picked, alt.value(120), alt.value(14)),
         tooltip=[
             alt.Tooltip("feature_id:Q", title="feature"),
             alt.Tooltip("label:N"),
-            alt.Tooltip("frequency:Q", format=".3%"),
+            alt.Tooltip("log10_frequency:Q", format=".2f", title="log10 frequency"),
         ],
     )
     .add_params(picked)
@@ -78,7 +77,7 @@ with right:
         st.caption("click a point to see its feature here")
     else:
         if card.icon is not None:
-            st.image(card.icon, width="stretch")
+            st.image(card.icon, width="stretch", output_format="PNG")
         st.markdown(f"**#{focus}** · {card.label or '–'}  \nfreq {card.frequency:.3%}")
         st.page_link(
             "views/feature.py", label=f"Open feature {focus}", icon=":material/search:",
