@@ -64,6 +64,10 @@ class EmbedConfig(_Section):
 class FeaturizeConfig(_Section):
     batch_size: int = Field(256, ge=1, description="embeddings per SAE forward")
     top_k: int = Field(16, ge=1, description="top images stored per feature")
+    samples: int = Field(
+        40, ge=1, le=1024, description="images sampled per feature (uniformly among those it fires on) for quantiles"
+    )
+    quantile_bins: int = Field(5, ge=1, le=100, description="activation quantile bins the samples are cut into")
     histogram_bins: int = Field(
         20, ge=2, le=200, description="bins of the histogram of log10(feature frequency) over features"
     )

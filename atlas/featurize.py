@@ -1,5 +1,6 @@
 """The featurize stage as plain functions: SAE-encode embeddings batch by batch into sparse activations, and
-fold each batch into mergeable per-feature statistics and top-k images (`FeatureStats`).
+fold each batch into mergeable per-feature statistics, top-k images and a uniform sample of the images each
+feature fires on (`FeatureStats`), from which the quantile samples are drawn.
 
 Nothing here holds more than one batch of dense activations (B x n_features): the dataset-sized image x
 feature matrix is never built. `FeatureStats` is a commutative monoid: each Ray actor keeps its own
@@ -102,13 +103,53 @@ def sparse_from_activations(table: pa.Table) -> tuple[np.ndarray, SparseBatch]:
     )
 
 
+def sample_priority(image_ids: np.ndarray, feature_ids: np.ndarray) -> np.ndarray:
+    """A uniform number in (0, 1] that depends only on (image, feature): splitmix64 of the pair. Keeping the
+    s largest per feature is a uniform sample without replacement of the images it fires on, and the same
+    sample however the images are split and merged (bottom-k sketch)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(image_ids, dtype=np.int64).view(np.uint64) ^ (
+            np.asarray(feature_ids, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        )
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return ((z >> np.uint64(40)).astype(np.float32) + 1) / np.float32(2**24)
+
+
+def _batch_top_k(cols: np.ndarray, key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each touched feature's (up to) k entries of largest `key` in one batch: (touched features [T],
+    entry index into cols [n], rank [n], group [n]) for the kept entries."""
+    order = np.lexsort((-key, cols))  # by feature, largest key first: each feature's entries contiguous
+    c = cols[order]
+    first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    group = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(c)]))
+    rank = np.arange(len(c)) - first[group]
+    keep = rank < k
+    return c[first], order[keep], rank[keep], group[keep]
+
+
+def _merge_top_k(running: list[torch.Tensor], cand: list[torch.Tensor], cols: torch.Tensor | None = None) -> None:
+    """Merge candidates [k', T] into running [k, F] columns `cols` (all when None) in place, by the first
+    tensor of each list (the key); the others follow it."""
+    k = running[0].shape[0]
+    sel = slice(None) if cols is None else cols
+    key = torch.cat([running[0][:, sel], cand[0]])
+    best, pick = key.topk(k, dim=0)
+    merged = [best] + [torch.cat([r[:, sel], c]).gather(0, pick) for r, c in zip(running[1:], cand[1:], strict=True)]
+    for r, m in zip(running, merged, strict=True):
+        r[:, sel] = m
+
+
 @dataclass
 class FeatureStats:
-    """Per-feature statistics and top-k images over every image folded in so far.
+    """Per-feature statistics, top-k images and a uniform sample of s images over every image folded in so far.
 
     top_values / top_image_ids are [k, n_features]: column f holds feature f's k largest activations seen
-    (0 where fewer than k images fired it). Merging two partials = summing counts and masses, taking the max
-    of maxima and the top k of the union of both candidate sets: exact, whatever the split."""
+    (0 where fewer than k images fired it). sample_keys / sample_image_ids / sample_values are [s, n_features]:
+    column f holds the s images of largest `sample_priority` among those feature f fired on (key 0 = empty).
+    Merging two partials = summing counts and masses, taking the max of maxima and the top k (top s) of the
+    union of both candidate sets: exact, whatever the split."""
 
     n_images: int
     n_active: np.ndarray  # int64 [F]
@@ -116,9 +157,12 @@ class FeatureStats:
     max_value: np.ndarray  # float64 [F]
     top_values: torch.Tensor  # float32 [k, F]
     top_image_ids: torch.Tensor  # int64 [k, F]
+    sample_keys: torch.Tensor  # float32 [s, F]
+    sample_image_ids: torch.Tensor  # int64 [s, F]
+    sample_values: torch.Tensor  # float32 [s, F]
 
     @classmethod
-    def empty(cls, n_features: int, k: int) -> FeatureStats:
+    def empty(cls, n_features: int, k: int, samples: int = 40) -> FeatureStats:
         return cls(
             0,
             np.zeros(n_features, np.int64),
@@ -126,11 +170,18 @@ class FeatureStats:
             np.zeros(n_features),
             torch.zeros(k, n_features),
             torch.zeros(k, n_features, dtype=torch.int64),
+            torch.zeros(samples, n_features),
+            torch.zeros(samples, n_features, dtype=torch.int64),
+            torch.zeros(samples, n_features),
         )
 
     @property
     def k(self) -> int:
         return self.top_values.shape[0]
+
+    @property
+    def samples(self) -> int:
+        return self.sample_keys.shape[0]
 
     def update(self, image_ids_b: np.ndarray, a_bf: torch.Tensor) -> None:
         """Fold in one batch of dense activations (on any device)."""
@@ -147,28 +198,20 @@ class FeatureStats:
         vals = batch.vals.numpy()
         self.n_active += np.bincount(cols, minlength=n_features)
         self.mass += np.bincount(cols, weights=vals.astype(np.float64), minlength=n_features)
-        # sort by (feature, value desc): each feature's entries are contiguous, its largest first
-        order = np.lexsort((-vals, cols))
-        c, v = cols[order], vals[order]
-        img = np.asarray(image_ids_b, dtype=np.int64)[batch.rows.numpy()[order]]
-        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-        touched = c[first]
-        self.max_value[touched] = np.maximum(self.max_value[touched], v[first])
-        group = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(c)]))
-        rank = np.arange(len(c)) - first[group]
-        keep = rank < self.k
-        cand_v = torch.zeros(self.k, len(touched))
-        cand_i = torch.zeros(self.k, len(touched), dtype=torch.int64)
-        r, g = torch.from_numpy(rank[keep]), torch.from_numpy(group[keep])
-        cand_v[r, g] = torch.from_numpy(v[keep])
-        cand_i[r, g] = torch.from_numpy(img[keep])
-        # merge with the running top k of just the touched features
-        t = torch.from_numpy(touched)
-        all_v = torch.cat([self.top_values[:, t], cand_v])
-        all_i = torch.cat([self.top_image_ids[:, t], cand_i])
-        best_v, pick = all_v.topk(self.k, dim=0)
-        self.top_values[:, t] = best_v
-        self.top_image_ids[:, t] = all_i.gather(0, pick)
+        img = np.asarray(image_ids_b, dtype=np.int64)[batch.rows.numpy()]
+        np.maximum.at(self.max_value, cols, vals)
+        # the batch's candidates, merged with the running top k (top s) of just the touched features
+        for key, running, payload in (
+            (vals, [self.top_values, self.top_image_ids], [vals, img]),
+            (sample_priority(img, cols), [self.sample_keys, self.sample_image_ids, self.sample_values], None),
+        ):
+            k = running[0].shape[0]
+            touched, entry, rank, group = _batch_top_k(cols, key, k)
+            cand = [torch.zeros(k, len(touched), dtype=r.dtype) for r in running]
+            r, g = torch.from_numpy(rank), torch.from_numpy(group)
+            for c, x in zip(cand, payload or [key, img, vals], strict=True):
+                c[r, g] = torch.from_numpy(x[entry])
+            _merge_top_k(running, cand, torch.from_numpy(touched))
 
     def merge(self, other: FeatureStats) -> FeatureStats:
         """This partial with `other` folded in (in place; returns self)."""
@@ -176,10 +219,11 @@ class FeatureStats:
         self.n_active += other.n_active
         self.mass += other.mass
         self.max_value = np.maximum(self.max_value, other.max_value)
-        all_v = torch.cat([self.top_values, other.top_values])
-        all_i = torch.cat([self.top_image_ids, other.top_image_ids])
-        self.top_values, pick = all_v.topk(self.k, dim=0)
-        self.top_image_ids = all_i.gather(0, pick)
+        _merge_top_k([self.top_values, self.top_image_ids], [other.top_values, other.top_image_ids])
+        _merge_top_k(
+            [self.sample_keys, self.sample_image_ids, self.sample_values],
+            [other.sample_keys, other.sample_image_ids, other.sample_values],
+        )
         return self
 
     def features_table(self, decoder_norms_f: np.ndarray) -> pa.Table:
@@ -216,6 +260,24 @@ class FeatureStats:
             "top_images", {"feature_id": f_idx, "rank": rank.astype(np.int32), "image_id": ids, "value": v}
         )
 
+    def quantile_samples_table(self, bins: int) -> pa.Table:
+        """The `quantile_samples` table: each feature's sampled images (uniform over the images it fires on)
+        cut into `bins` equal-count bins by activation, bin 1 the weakest: bin b holds images from the b-th
+        quantile range of the feature's activations."""
+        keys = self.sample_keys.numpy().T.reshape(-1)  # [F * s]
+        vals = self.sample_values.numpy().T.reshape(-1)
+        ids = self.sample_image_ids.numpy().T.reshape(-1)
+        f_idx = np.repeat(np.arange(self.sample_keys.shape[1], dtype=np.int32), self.samples)
+        keep = keys > 0
+        f_idx, vals, ids = f_idx[keep], vals[keep], ids[keep]
+        order = np.lexsort((ids, vals, f_idx))  # by feature, weakest first
+        f_idx, vals, ids = f_idx[order], vals[order], ids[order]
+        starts = np.flatnonzero(np.r_[True, f_idx[1:] != f_idx[:-1]]) if len(f_idx) else np.array([], int)
+        sizes = np.diff(np.r_[starts, len(f_idx)])
+        pos = np.arange(len(f_idx)) - np.repeat(starts, sizes)
+        qbin = (pos * bins // np.repeat(sizes, sizes)).astype(np.int32) + 1
+        return table_from_rows("quantile_samples", {"feature_id": f_idx, "bin": qbin, "image_id": ids, "value": vals})
+
     def density_histogram(self, bins: int) -> dict[str, list]:
         """Features per log10(frequency) bin, over alive features (the 'feature density' plot of SAE papers);
         dead features are counted apart."""
@@ -238,6 +300,9 @@ class FeatureStats:
             "max_value": self.max_value,
             "top_values": self.top_values.numpy(),
             "top_image_ids": self.top_image_ids.numpy(),
+            "sample_keys": self.sample_keys.numpy(),
+            "sample_image_ids": self.sample_image_ids.numpy(),
+            "sample_values": self.sample_values.numpy(),
         }
 
     @classmethod
@@ -249,4 +314,7 @@ class FeatureStats:
             d["max_value"].copy(),
             torch.from_numpy(d["top_values"].copy()),
             torch.from_numpy(d["top_image_ids"].copy()),
+            torch.from_numpy(d["sample_keys"].copy()),
+            torch.from_numpy(d["sample_image_ids"].copy()),
+            torch.from_numpy(d["sample_values"].copy()),
         )

@@ -73,13 +73,14 @@ def featurize_probe(root: str, n_rows: int, batch_size: int, top_k: int, bare_ro
     import pyarrow.parquet as pq
     import torch
 
+    from atlas.config import FeaturizeConfig
     from atlas.store import AtlasStore, vectors_to_numpy
     from jobs.bench_data import _reset_peak, _vm
     from jobs.featurize import FeaturizeActor
 
     store = AtlasStore(root)
     names = [p.stem for p in store.parts("embeddings")][: -(-n_rows // PART_ROWS)]
-    actor = FeaturizeActor(root, "cpu", top_k, batch_size)
+    actor = FeaturizeActor(root, "cpu", top_k, batch_size, FeaturizeConfig().samples)
     baseline = _vm("VmRSS")
     _reset_peak()
     t0 = time.perf_counter()

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from atlas.catalog import build_catalog
+from atlas.caption_words import caption_words_table
+from atlas.catalog import build_catalog, connect
 from atlas.featurize import FeatureStats, SparseBatch
 from atlas.store import AtlasStore, table_from_rows
 from atlas.vector_index import FEATURES, IMAGES, build_index
@@ -62,12 +63,14 @@ def write_synthetic_atlas(
     from atlas.labels import read_vocabulary
 
     rng = np.random.default_rng(seed)
+    words = np.asarray(read_vocabulary(), dtype=object)
     store = AtlasStore(root)
     image_ids = rng.integers(-(2**62), 2**62, n_images)
     thumbs = _pngs(64, 64, seed, "JPEG")
+    captions = [" ".join(words[rng.integers(0, len(words), 6)]) for _ in range(n_images)]  # six vocabulary words
     store.write_part("images", "part-00000", table_from_rows("images", {
         "image_id": image_ids, "source": [f"img/{i}.jpg" for i in range(n_images)],
-        "caption": [f"image {i}" for i in range(n_images)], "width": [512] * n_images, "height": [512] * n_images,
+        "caption": captions, "width": [512] * n_images, "height": [512] * n_images,
         "thumbnail": [thumbs[i % len(thumbs)] for i in range(n_images)],
     }))  # fmt: skip
     store.write_part("embeddings", "part-00000", table_from_rows("embeddings", {
@@ -94,7 +97,6 @@ def write_synthetic_atlas(
     maxv = np.zeros(n_features)
     np.maximum.at(maxv, feat, values)
     alive = n_active > 0
-    words = np.asarray(read_vocabulary(), dtype=object)
     store.write_part("features", "part-00000", table_from_rows("features", {
         "feature_id": np.arange(n_features, dtype=np.int32), "alive": alive, "frequency": n_active / n_images,
         "mean_activation": np.divide(mass, n_active, out=np.zeros(n_features), where=alive), "max_activation": maxv,
@@ -106,6 +108,7 @@ def write_synthetic_atlas(
         image_ids, SparseBatch(n_images, rows, torch.from_numpy(feat.astype(np.int64)), torch.from_numpy(values))
     )
     store.write_part("top_images", "part-00000", stats.top_images_table())
+    store.write_part("quantile_samples", "part-00000", stats.quantile_samples_table(5))
     alive_ids = np.flatnonzero(alive).astype(np.int32)
     icons = _pngs(256, 64, seed + 1)
     for start in range(0, len(alive_ids), ICON_PART):  # parts of 128 icons, as the render stage writes them
@@ -140,6 +143,9 @@ def write_synthetic_atlas(
         rng.standard_normal((n_features, DIM), dtype=np.float32), np.arange(n_features), store.index_dir / FEATURES
     )
     build_index(rng.standard_normal((n_images, DIM), dtype=np.float32), image_ids, store.index_dir / IMAGES)
+    con = connect(store)
+    store.write_part("caption_words", "part-00000", caption_words_table(con))  # the index stage's SQL
+    con.close()
 
     def manifest(m: dict) -> None:
         m["models"] = {"clip": "builtin:random-clip", "decoder": "builtin:random-decoder"}

@@ -52,9 +52,9 @@ STAGES: dict[str, Stage] = {
             "featurize",
             ("embed", "train"),
             lambda c: c.featurize,
-            (("activations", ""), ("features", ""), ("top_images", "")),
+            (("activations", ""), ("features", ""), ("top_images", ""), ("quantile_samples", "")),
             (),
-            "SAE activations, feature statistics, top images",
+            "SAE activations, feature statistics, top images, quantile samples",
         ),
         Stage(
             "render",
@@ -76,9 +76,9 @@ STAGES: dict[str, Stage] = {
             "index",
             ("embed", "train", "featurize", "render", "directions"),
             lambda c: c.index,
-            (("labels", ""), ("cooccurrence", ""), ("feature_map", "")),
+            (("labels", ""), ("cooccurrence", ""), ("feature_map", ""), ("caption_words", "")),
             ("atlas.duckdb", "index"),
-            "labels, feature co-occurrence, feature map, DuckDB catalog and FAISS indexes",
+            "labels, feature co-occurrence, feature map, caption words, DuckDB catalog and FAISS indexes",
         ),
     )
 }

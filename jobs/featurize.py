@@ -31,11 +31,11 @@ from jobs.runtime import actor_device, actor_options, errors_on_call
 class FeaturizeActor:
     """Holds the SAE and one `FeatureStats` partial; featurizes whole parts."""
 
-    def __init__(self, root: str, device: str, top_k: int, batch_size: int):
+    def __init__(self, root: str, device: str, top_k: int, batch_size: int, samples: int):
         self.store = AtlasStore(root)
         self.device = resolve_device(device)
         self.sae = load_sae(self.store.sae_dir, self.device)
-        self.stats = FeatureStats.empty(self.sae.cfg.n_features, top_k)
+        self.stats = FeatureStats.empty(self.sae.cfg.n_features, top_k, samples)
         self.batch_size = batch_size
 
     def run_part(self, name: str) -> int:
@@ -64,7 +64,7 @@ def run_featurize(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     fc = cfg.featurize
     Actor = ray.remote(FeaturizeActor).options(**actor_options(cfg))
     actors = [
-        Actor.remote(str(store.root), actor_device(cfg), fc.top_k, fc.batch_size)
+        Actor.remote(str(store.root), actor_device(cfg), fc.top_k, fc.batch_size, fc.samples)
         for _ in range(max(1, min(cfg.compute.num_actors, len(names))))
     ]
     total = store.count_rows("embeddings")
@@ -82,6 +82,7 @@ def run_featurize(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
     features = stats.features_table(sae.decoder_norms().detach().double().numpy())
     store.write_part("features", "part-00000", features)
     store.write_part("top_images", "part-00000", stats.top_images_table())
+    store.write_part("quantile_samples", "part-00000", stats.quantile_samples_table(fc.quantile_bins))
     n_activations = store.count_rows("activations")
     alive = int(features.column("alive").to_numpy(zero_copy_only=False).sum())
     return {
@@ -89,6 +90,7 @@ def run_featurize(cfg: AtlasConfig, store: AtlasStore) -> dict[str, Any]:
             "activations": n_activations,
             "features": features.num_rows,
             "top_images": store.count_rows("top_images"),
+            "quantile_samples": store.count_rows("quantile_samples"),
         },
         "images": stats.n_images,
         "parts_resumed": n_resumed,

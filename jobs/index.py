@@ -1,7 +1,7 @@
 """Index job: feature labels from the vocabulary (the atlas's CLIP text encoder), feature co-occurrence, the
-feature map (UMAP of the decoder directions), the DuckDB catalog (a view per table) and the FAISS indexes
-(feature decoder directions, image embeddings). Runs on the driver: it reads the finished tables and writes
-small files."""
+feature map (UMAP of the decoder directions), over-represented caption words, the DuckDB catalog (a view
+per table) and the FAISS indexes (feature decoder directions, image embeddings). Runs on the driver: it
+reads the finished tables and writes small files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from atlas.catalog import build_catalog
+from atlas.caption_words import caption_words_table
+from atlas.catalog import build_catalog, connect
 from atlas.config import IndexConfig, parse_size
 from atlas.cooccurrence import ActivationSets, cooccurrence_table
 from atlas.feature_map import feature_map_table
@@ -68,6 +69,17 @@ def run_feature_map(store: AtlasStore, w_dec: np.ndarray, cfg: IndexConfig) -> d
     return {"feature_map": table.num_rows}
 
 
+def run_caption_words(store: AtlasStore) -> dict[str, Any]:
+    """Each feature's over-represented caption words (atlas/caption_words.py), written as `caption_words`."""
+    con = connect(store)
+    try:
+        table = caption_words_table(con)
+    finally:
+        con.close()
+    store.write_part("caption_words", "part-00000", table)
+    return {"caption_words": table.num_rows}
+
+
 def run_index(store: AtlasStore, cfg: IndexConfig | None = None, device: str = "auto") -> dict[str, Any]:
     sae = load_sae(store.sae_dir)
     dim = sae.cfg.d_in
@@ -76,6 +88,7 @@ def run_index(store: AtlasStore, cfg: IndexConfig | None = None, device: str = "
     cfg = cfg or IndexConfig()
     rows |= run_cooccurrence(store, cfg, device)
     rows |= run_feature_map(store, w_dec, cfg)
+    rows |= run_caption_words(store)
     views = build_catalog(store, dim)
     build_index(w_dec, np.arange(len(w_dec)), store.index_dir / FEATURES)
     emb = store.read_table("embeddings")

@@ -167,6 +167,9 @@ TABLES: dict[str, TableSpec] = {
                 ("word", "string", "a word or short phrase of the vocabulary"),
                 ("score", "float32", "cosine between the decoder direction and the word's centred text embedding"),
             ),
+            # per-feature rows in feature order, in small row groups: the feature page's `WHERE feature_id = ?`
+            # reads one row group, not the whole table
+            PartLayout(sort_by=("feature_id", "rank"), row_group_rows=4096, dictionary=()),
         ),
         TableSpec(
             "features",
@@ -237,6 +240,34 @@ TABLES: dict[str, TableSpec] = {
                 ("image_id", "int64", "the image"),
                 ("value", "float32", "the activation"),
             ),
+            PartLayout(sort_by=("feature_id", "rank"), row_group_rows=4096, dictionary=()),
+        ),
+        TableSpec(
+            "caption_words",
+            "caption_words",
+            "For every feature, the caption words over-represented among its top images and quantile samples "
+            "(lift against all captions): what it responds to, and a way to spot spurious features.",
+            (
+                ("feature_id", "int32", "the feature"),
+                ("word", "string", "a caption word (lower case, counted once per caption)"),
+                ("images", "int32", "the feature's images whose caption has the word"),
+                ("lift", "float32", "share among the feature's images / share among all captioned images"),
+            ),
+            PartLayout(sort_by=("feature_id", "word"), row_group_rows=4096, dictionary=()),
+        ),
+        TableSpec(
+            "quantile_samples",
+            "quantile_samples",
+            "For every alive feature, a uniform sample of the images it fires on (featurize.samples of them, "
+            "the same however the images were split), cut into featurize.quantile_bins equal-count bins by "
+            "activation: images across its activation range, not only the top.",
+            (
+                ("feature_id", "int32", "the feature"),
+                ("bin", "int32", "activation quantile bin, 1 = weakest"),
+                ("image_id", "int64", "the image"),
+                ("value", "float32", "the activation"),
+            ),
+            PartLayout(sort_by=("feature_id", "bin", "image_id"), row_group_rows=4096, dictionary=()),
         ),
         TableSpec(
             "icons",

@@ -69,6 +69,7 @@ def build_toy_atlas(
     stats.update_sparse(ids, sparse)
     store.write_part("features", "part-00000", stats.features_table(sae.decoder_norms().detach().double().numpy()))
     store.write_part("top_images", "part-00000", stats.top_images_table())
+    store.write_part("quantile_samples", "part-00000", stats.quantile_samples_table(5))
 
     def manifest(m: dict) -> None:
         m["models"] = {"clip": CLIP, "decoder": "builtin:random-decoder"}

@@ -55,14 +55,25 @@ def current_store() -> AtlasStore:
     return store
 
 
+def _mtime_ns(path: os.PathLike[str]) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return -1
+
+
+_VERSIONS: dict[tuple[str, int], int] = {}  # (manifest path, its mtime) -> tables_version
+
+
 def _store_key(store: AtlasStore) -> tuple[str, int, int]:
     """Cached resources are per committed snapshot: a build that commits new parts bumps tables_version (and
-    the index stage rewrites atlas.duckdb), so the next page opens views over the new part files."""
-    try:
-        mtime = store.catalog_path.stat().st_mtime_ns
-    except FileNotFoundError:
-        mtime = -1
-    return str(store.root), int(store.manifest().get("tables_version", 0)), mtime
+    the index stage rewrites atlas.duckdb), so the next page opens views over the new part files. Every
+    cached call hashes its store: the manifest (which lists every part) is parsed only when it changed."""
+    stamp = (str(store.manifest_path), _mtime_ns(store.manifest_path))
+    version = _VERSIONS.get(stamp)
+    if version is None:
+        version = _VERSIONS[stamp] = int(store.manifest().get("tables_version", 0))
+    return str(store.root), version, _mtime_ns(store.catalog_path)
 
 
 _HASH = {AtlasStore: _store_key}
@@ -106,16 +117,24 @@ def _sql(store: AtlasStore, sql: str, params: Sequence[Any] = ()) -> pd.DataFram
 
 
 @st.cache_resource(hash_funcs=_HASH, show_spinner=False)
-def _icon_parts(store: AtlasStore) -> PartRanges:
-    """The feature-id range of each committed icons part (one footer read each, once per snapshot)."""
-    return PartRanges.of(store.snapshot()[1]["icons"], "feature_id")
+def _parts(store: AtlasStore, table: str) -> PartRanges:
+    """The feature-id range of each row group of a feature-keyed table's committed parts (its footers are
+    read once per snapshot)."""
+    return PartRanges.of(store.snapshot()[1][table], "feature_id")
+
+
+def _of_feature(store: AtlasStore, table: str, feature_id: int, columns: list[str]) -> pd.DataFrame:
+    """One feature's rows of a table written in feature order (labels, top_images, quantile_samples,
+    caption_words), read from the row groups that hold it: a fraction of a millisecond where a query over
+    the view costs several."""
+    return _parts(store, table).read([feature_id], columns).to_pandas().reindex(columns=columns)
 
 
 def _with_icons(store: AtlasStore, frame: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
     """`frame` with its features' icon (PNG bytes or None) and `extra` icons columns, read by feature id
     from only the icon parts that hold them (a join with the icons view opens every part)."""
     ids = [int(i) for i in frame["feature_id"]]
-    found = _icon_parts(store).read(ids, ["image", *extra]).to_pandas()
+    found = _parts(store, "icons").read(ids, ["image", *extra]).to_pandas()
     found = found.drop_duplicates("feature_id", keep="last").set_index("feature_id")
     out = frame.copy()
     out["icon"] = [bytes(b) if isinstance(b, (bytes, bytearray)) else None for b in found["image"].reindex(ids)]
@@ -251,14 +270,44 @@ def feature(store: AtlasStore, feature_id: int) -> dict[str, Any] | None:
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def top_images(store: AtlasStore, feature_id: int) -> pd.DataFrame:
     """The top images of one feature, by rank: rank, image_id, value, caption, source, thumbnail."""
-    frame = _sql(
+    top = _of_feature(store, "top_images", feature_id, ["rank", "image_id", "value"]).sort_values("rank")
+    return _with_images(store, top)
+
+
+def _with_images(store: AtlasStore, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (with image_id) with each image's caption, source and thumbnail, in its order; rows whose
+    image is not in the images table are left out."""
+    shown = images_by_id(store, tuple(int(i) for i in frame["image_id"]))
+    joined = pd.concat([frame.reset_index(drop=True), shown.drop(columns="image_id")], axis=1)
+    return joined[joined["thumbnail"].notna()].reset_index(drop=True)
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def quantile_samples(store: AtlasStore, feature_id: int) -> pd.DataFrame:
+    """A feature's sampled images by activation quantile bin (bin 1 = weakest), strongest first within a bin:
+    bin, image_id, value, caption, source, thumbnail. Empty for an atlas featurized before the table existed."""
+    samples = _of_feature(store, "quantile_samples", feature_id, ["bin", "image_id", "value"])
+    samples = samples.sort_values(["bin", "value", "image_id"], ascending=[True, False, True])
+    return _with_images(store, samples)
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def caption_words(store: AtlasStore, feature_id: int) -> pd.DataFrame:
+    """A feature's over-represented caption words (`caption_words`, written by `atlas index`): word, images, lift."""
+    words = _of_feature(store, "caption_words", feature_id, ["word", "images", "lift"])
+    return words.sort_values(["lift", "images", "word"], ascending=[False, False, True]).reset_index(drop=True)
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def feature_evaluation(store: AtlasStore, feature_id: int) -> pd.DataFrame:
+    """The labelled factor values (`evaluation`, from `atlas eval`) this feature predicts best: factor, value,
+    n_images, auroc, captured, probe_auroc. Empty where the atlas has no labelled factors."""
+    return _sql(
         store,
-        """SELECT t.rank, t.image_id, t.value, im.caption, im.source, im.thumbnail
-           FROM top_images t JOIN images im USING (image_id)
-           WHERE t.feature_id = ? ORDER BY t.rank""",
+        """SELECT factor, value, n_images, auroc, captured, probe_auroc FROM evaluation
+           WHERE best_feature_id = ? ORDER BY auroc DESC, factor, value""",
         [feature_id],
     )
-    return _thumbnails(frame)
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
@@ -277,7 +326,9 @@ def frequency_histogram(store: AtlasStore, bins: int = 40) -> pd.DataFrame:
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def feature_labels(store: AtlasStore, feature_id: int) -> pd.DataFrame:
     """A feature's top vocabulary words: rank, word, score."""
-    return _sql(store, "SELECT rank, word, score FROM labels WHERE feature_id = ? ORDER BY rank", [feature_id])
+    return (
+        _of_feature(store, "labels", feature_id, ["rank", "word", "score"]).sort_values("rank").reset_index(drop=True)
+    )
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)

@@ -52,6 +52,55 @@ def test_merged_partials_equal_the_statistics_of_the_whole_set():
     assert sum(hist["counts"]) + hist["dead"] == a.shape[1] and hist["dead"] == 1
 
 
+def test_the_sample_is_the_same_whatever_the_split_and_cut_into_quantile_bins():
+    from atlas.featurize import sample_priority
+
+    ids, a = _sparse_acts(n=400)
+    s_size, bins = 10, 5
+    whole = FeatureStats.empty(a.shape[1], 3, s_size)
+    whole.update(ids, torch.from_numpy(a))
+    rng = np.random.default_rng(2)
+    owner = rng.integers(0, 3, size=len(ids))
+    parts = []
+    for p in range(3):
+        s = FeatureStats.empty(a.shape[1], 3, s_size)
+        for chunk in np.array_split(np.flatnonzero(owner == p), 3):
+            s.update(ids[chunk], torch.from_numpy(a[chunk]))
+        parts.append(s)
+    merged = parts[1].merge(parts[2]).merge(parts[0])
+    table = merged.quantile_samples_table(bins)
+    assert table.equals(whole.quantile_samples_table(bins))  # a sketch, not an accident of the split
+
+    rows = table.to_pylist()
+    for f in range(a.shape[1]):
+        fired = np.flatnonzero(a[:, f] > 0)
+        # the sample: the s images of largest priority among those f fired on, with their activations
+        pri = sample_priority(ids[fired], np.full(len(fired), f))
+        want = set(ids[fired[np.argsort(-pri, kind="stable")[:s_size]]].tolist())
+        got = [r for r in rows if r["feature_id"] == f]
+        assert {r["image_id"] for r in got} == want
+        assert all(r["value"] == pytest.approx(a[list(ids).index(r["image_id"]), f]) for r in got)
+        # equal-count bins in activation order: every value of bin b is <= every value of bin b + 1
+        by_bin = {b: sorted(r["value"] for r in got if r["bin"] == b) for b in range(1, bins + 1)}
+        sizes = [len(v) for v in by_bin.values()]
+        assert max(sizes) - min(sizes) <= 1 or len(got) < bins
+        filled = [v for v in by_bin.values() if v]
+        assert all(lo[-1] <= hi[0] for lo, hi in zip(filled, filled[1:], strict=False))
+    assert not [r for r in rows if r["feature_id"] == 3]  # a dead feature has no samples
+
+
+def test_sample_priorities_are_uniform_and_differ_by_feature():
+    from atlas.featurize import sample_priority
+
+    ids = np.arange(-50_000, 50_000, dtype=np.int64) * 1_000_003
+    p0 = sample_priority(ids, np.zeros(len(ids), dtype=np.int64))
+    p1 = sample_priority(ids, np.ones(len(ids), dtype=np.int64))
+    assert p0.min() > 0 and p0.max() <= 1
+    counts, _ = np.histogram(p0, bins=10, range=(0, 1))
+    assert np.all(np.abs(counts - len(ids) / 10) < 5 * np.sqrt(len(ids) / 10))  # 5 sigma
+    assert abs(np.corrcoef(p0, p1)[0, 1]) < 0.02  # features sample independently
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     import ray
@@ -102,6 +151,12 @@ def test_featurize_job_counts_match_the_activations_table_and_resume(tmp_path, r
     ).fetchall()
     top = [(r["feature_id"], r["rank"], r["image_id"]) for r in store.read_table("top_images").to_pylist()]
     assert top == ref
+    samples = store.read_table("quantile_samples")
+    fired = {
+        (f, i): v for f, i, v in con.sql(f"SELECT feature_id, image_id, value FROM read_parquet({glob})").fetchall()
+    }
+    assert samples.num_rows == sum(min(n, cfg.featurize.samples) for n in counts.values())
+    assert all(fired[(r["feature_id"], r["image_id"])] == r["value"] for r in samples.to_pylist())
 
     # a crash lost one activations part: the rerun encodes only that part and gives the same tables
     store.part_path("activations", "part-00002").unlink()
@@ -109,4 +164,5 @@ def test_featurize_job_counts_match_the_activations_table_and_resume(tmp_path, r
     second = run_featurize(cfg, store)
     assert second["parts_resumed"] == 3
     assert store.read_table("features").equals(before)
+    assert store.read_table("quantile_samples").equals(samples)  # the sample folds back in from disk
     assert [(r["feature_id"], r["rank"], r["image_id"]) for r in store.read_table("top_images").to_pylist()] == ref

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from viewer import data
+from viewer.tiles import data_uri
 
 KINDS = ("split", "merged", "matched", "gone", "new")
 GROUPS_PER_PAGE = 10
@@ -69,7 +70,7 @@ def show_side(side: str, ids: list[int], notes: dict[int, str]) -> None:
         with st.container(border=True):
             icon_col, text_col = st.columns([1, 3])
             if card.icon is not None:
-                icon_col.image(card.icon, width="stretch", output_format="PNG")
+                icon_col.image(data_uri(card.icon), width="stretch")
             text_col.markdown(
                 f"**{side.upper()} #{card.feature_id}** · {card.label or '–'}  \n{notes.get(card.feature_id, '')}"
             )

@@ -9,7 +9,7 @@ import streamlit as st
 
 from atlas.errors import AtlasError
 from viewer import data
-from viewer.tiles import feature_tiles, image_tiles
+from viewer.tiles import data_uri, feature_tiles, image_strip
 
 store = data.current_store()
 n_features = data.feature_count(store)
@@ -50,12 +50,7 @@ st.title(f"Feature {feature_id}" + (f": {row['label']}" if row["label"] else "")
 left, right = st.columns([1, 3])
 with left:
     if row["icon"] is not None:
-        st.image(
-            row["icon"],
-            caption=f"icon · fidelity rank {int(row['fidelity_rank'])}",
-            width="stretch",
-            output_format="PNG",
-        )
+        st.image(data_uri(row["icon"]), caption=f"icon · fidelity rank {int(row['fidelity_rank'])}", width="stretch")
     else:
         st.caption("no icon for this feature")
 with right:
@@ -89,6 +84,25 @@ if not labels.empty:
         "**Labels** (vocabulary words by CLIP text cosine): "
         + ", ".join(f"{r.word} ({r.score:.2f})" for r in labels.itertuples())
     )
+if row["label"]:
+    st.page_link(
+        "views/search.py", label=f"Search for “{row['label']}”", icon=":material/manage_search:",
+        query_params={"q": str(row["label"])},
+    )  # fmt: skip
+
+words = data.caption_words(store, feature_id)
+scores = data.feature_evaluation(store, feature_id)
+if not words.empty or not scores.empty:
+    word_col, eval_col = st.columns(2)
+    if not words.empty:
+        word_col.markdown("**Caption words** over-represented among its images (lift against all captions)")
+        word_col.dataframe(words, hide_index=True, width="stretch", column_config={
+            "lift": st.column_config.NumberColumn(format="%.2f")})  # fmt: skip
+    if not scores.empty:
+        eval_col.markdown(
+            "**Labelled factors** it predicts best (`atlas eval`: AUROC; probe = the embedding's ceiling)"
+        )
+        eval_col.dataframe(scores, hide_index=True, width="stretch")
 
 hist = data.activation_histogram(store, feature_id)
 if not hist.empty:
@@ -100,7 +114,21 @@ st.subheader(f"Top images ({len(top)})")
 if top.empty:
     st.info("No top images for this feature (it never fired).")
 else:
-    image_tiles(top, [f"#{r.rank} · {r.value:.3g}" for r in top.itertuples()], "top")
+    image_strip(top, [f"#{r.rank} · {r.value:.3g}" for r in top.itertuples()])
+
+samples = data.quantile_samples(store, feature_id)
+if not samples.empty:
+    bins = int(samples["bin"].max())
+    st.subheader("Across the activation range")
+    st.caption(
+        f"images sampled uniformly from those it fires on, in {bins} equal-count bins by activation "
+        "(strongest bin first): what it does between the top images and zero"
+    )
+    for b, shown in sorted(samples.groupby("bin"), key=lambda g: -int(g[0])):
+        lo, hi = shown["value"].min(), shown["value"].max()
+        st.markdown(f"**quantile bin {int(b)} of {bins}** · activation {lo:.3g} – {hi:.3g}")
+        shown = shown.head(8)  # a row per bin
+        image_strip(shown, [f"{v:.3g}" for v in shown["value"]])
 
 
 def _open(other: int) -> None:

@@ -8,6 +8,7 @@ import math
 import streamlit as st
 
 from viewer import data
+from viewer.tiles import data_uri
 
 COLUMNS = 6
 PAGE_SIZES = (12, 24, 48, 96)
@@ -56,7 +57,7 @@ for start in range(0, len(rows), COLUMNS):
     for col, tile in zip(st.columns(COLUMNS), rows.iloc[start : start + COLUMNS].itertuples(), strict=False):
         with col.container(border=True):
             if tile.icon is not None:
-                st.image(tile.icon, width="stretch", output_format="PNG")
+                st.image(data_uri(tile.icon), width="stretch")
             else:
                 st.caption("no icon" if tile.alive else "dead feature")
             st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \nfreq {tile.frequency:.3%}")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from atlas.errors import AtlasError
 from viewer import data
-from viewer.tiles import feature_tiles, image_tiles
+from viewer.tiles import data_uri, feature_tiles, image_tiles
 
 SIMILAR = 12
 TILES = 12  # strongest active features shown as tiles; the rest in a table
@@ -44,7 +44,7 @@ if row is None:
 st.title(f"Image {image_id}")
 left, right = st.columns([1, 3])
 with left:
-    st.image(row["thumbnail"], caption=row["caption"] or row["source"], width="stretch")
+    st.image(data_uri(row["thumbnail"]), caption=row["caption"] or row["source"], width="stretch")
 with right:
     st.markdown(f"**source** `{row['source']}`  \n**caption** {row['caption'] or '–'}")
     st.caption(f"{row['width']} × {row['height']} px")

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from viewer import data
+from viewer.tiles import data_uri
 
 store = data.current_store()
 st.title("Feature map")
@@ -77,7 +78,7 @@ with right:
         st.caption("click a point to see its feature here")
     else:
         if card.icon is not None:
-            st.image(card.icon, width="stretch", output_format="PNG")
+            st.image(data_uri(card.icon), width="stretch")
         st.markdown(f"**#{focus}** · {card.label or '–'}  \nfreq {card.frequency:.3%}")
         st.page_link(
             "views/feature.py", label=f"Open feature {focus}", icon=":material/search:",
