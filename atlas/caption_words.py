@@ -40,7 +40,7 @@ ORDER BY c.feature_id, lift DESC, c.images DESC, c.word
 def caption_words_table(con: duckdb.DuckDBPyConnection, per_feature: int = 10, min_images: int = 2) -> pa.Table:
     """The `caption_words` table from the catalog views `images`, `top_images` and `quantile_samples`:
     each feature's `per_feature` words of highest lift (above 1), seen in at least `min_images` of its images."""
-    got = con.execute(CAPTION_WORDS_SQL, [min_images, per_feature]).to_arrow_table()
+    got = con.sql(CAPTION_WORDS_SQL, params=[min_images, per_feature]).to_arrow_table()
     assert got is not None  # a SELECT always has a result
     return table_from_rows(
         "caption_words",

@@ -5,7 +5,7 @@ The image x image self-join that answers "what fires with feature f" in SQL cost
 per query (3.6 s for a feature on 2M of 5M images, benchmarks/scale.json); this pass pays that once, at index
 time. It holds the activations as int32 twice (image-major and feature-major) plus a sparse CSR copy of the
 image x feature matrix A (~20 B per activation in all), and computes C = A^T A one block of features at a
-time as a sparse x sparse product (torch, CPU or CUDA), then keeps each row's best partners. The product
+time as a sparse x sparse product (scipy on CPU, torch on CUDA), then keeps each row's best partners. The product
 does N * L0^2 multiply-adds in all (18e9 at 5M images and L0 60); ranking a row's partners is linear in them.
 """
 
@@ -15,9 +15,11 @@ import ctypes
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse
 import torch
 
 from atlas.store import table_from_rows
@@ -39,7 +41,7 @@ class ActivationSets:
     image_features: torch.Tensor  # int32 [nnz], image-major
     feature_ptr: torch.Tensor  # int64 [n_features + 1]
     feature_images: torch.Tensor  # int32 [nnz], feature-major: the images each feature fires on
-    _csr: torch.Tensor | None = field(default=None, repr=False)  # A, image x feature, as a sparse CSR tensor
+    _csr: Any = field(default=None, repr=False)  # A, image x feature: a torch sparse CSR tensor, or scipy's on CPU
     _csr_key: tuple | None = field(default=None, repr=False)
 
     @classmethod
@@ -103,6 +105,21 @@ class ActivationSets:
         dtype = torch.float32 if self.n_images < 1 << 24 else torch.float64
         a = self._image_major(device, dtype)
         start, end = int(self.feature_ptr[lo]), int(self.feature_ptr[hi])
+        if device.type == "cpu":
+            # torch's CPU CSR x CSR product (MKL) keeps ~8 bytes per output non-zero after every call: 18 GB
+            # over the 134 blocks of a 5M-image atlas. scipy's frees what it allocates.
+            block = scipy.sparse.csr_matrix(
+                (
+                    np.ones(end - start, dtype=a.dtype),
+                    self.feature_images[start:end].numpy(),
+                    (self.feature_ptr[lo : hi + 1] - start).numpy(),
+                ),
+                shape=(hi - lo, self.n_images),
+            )
+            c = block @ a
+            c.sort_indices()  # scipy leaves each row's columns unordered; torch's are sorted
+            crow, col = torch.from_numpy(c.indptr), torch.from_numpy(c.indices)  # one index dtype: int32 or int64
+            return _sparse_csr(crow, col, torch.from_numpy(c.data), (hi - lo, self.n_features))
         index = self.image_features.dtype
         block_t = _sparse_csr(
             (self.feature_ptr[lo : hi + 1] - start).to(index).to(device),
@@ -112,16 +129,28 @@ class ActivationSets:
         )
         return block_t @ a
 
-    def _image_major(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def _image_major(self, device: torch.device, dtype: torch.dtype) -> Any:
+        """A, image x feature (ones): scipy CSR on CPU, a torch sparse CSR tensor elsewhere; kept."""
         key = (device, dtype)
-        if self._csr is None or self._csr_key != key:
+        if self._csr is not None and self._csr_key == key:
+            return self._csr
+        if device.type == "cpu":
+            self._csr = scipy.sparse.csr_matrix(
+                (
+                    np.ones(len(self.image_features), dtype=np.float32 if dtype == torch.float32 else np.float64),
+                    self.image_features.numpy(),
+                    self.image_ptr.numpy(),
+                ),
+                shape=(self.n_images, self.n_features),
+            )
+        else:
             self._csr = _sparse_csr(
                 self.image_ptr.to(self.image_features.dtype).to(device),
                 self.image_features.to(device),
                 torch.ones(len(self.image_features), dtype=dtype, device=device),
                 (self.n_images, self.n_features),
             )
-            self._csr_key = key
+        self._csr_key = key
         return self._csr
 
 

@@ -128,7 +128,7 @@ if not samples.empty:
         lo, hi = shown["value"].min(), shown["value"].max()
         st.markdown(f"**quantile bin {int(b)} of {bins}** · activation {lo:.3g} – {hi:.3g}")
         shown = shown.head(8)  # a row per bin
-        image_strip(shown, [f"{v:.3g}" for v in shown["value"]])
+        image_strip(shown, [f"{v:.3g}" for v in shown["value"]], size=96)
 
 
 def _open(other: int) -> None:
