@@ -541,6 +541,8 @@ def bench_scale(
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for key in ("benchmark", "measured_at", "device", "torch", "python"):
         result.pop(key, None)
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         root = Path(tmp) / "atlas"
         if {"featurize", "train", "index", "disk"} & set(chosen):

@@ -1,5 +1,5 @@
-"""Tiles six to a row, in the order given: features (icon, id, label, one number, an Open button) and images
-(thumbnail, one number, caption, a button to the image's page)."""
+"""Features and images in the order given, as linked cards in one element each (`feature_strip`,
+`image_strip`), or as image tiles with a button that calls back (`image_tiles`, for picking)."""
 
 from __future__ import annotations
 
@@ -22,29 +22,50 @@ def data_uri(image: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(image).decode()}"
 
 
-def feature_tiles(tiles: pd.DataFrame, notes: Sequence[str], key: str, on_open: Callable[[int], None]) -> None:
-    """One tile per row of `tiles` (feature_id, label, icon) with `notes[i]` under it; the Open button of
-    tile i has the key f"{key}-{feature_id}" and calls `on_open(feature_id)`."""
-    rows = list(zip(tiles.itertuples(), notes, strict=True))
-    for start in range(0, len(rows), COLUMNS):
-        for col, (tile, note) in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
-            with col.container(border=True):
-                if tile.icon is not None:
-                    st.image(data_uri(tile.icon), width="stretch")
-                st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \n{note}")
-                if st.button("Open", key=f"{key}-{tile.feature_id}", width="stretch"):
-                    on_open(int(tile.feature_id))
+def feature_strip(tiles: pd.DataFrame, notes: Sequence[str], name: str, size: int | None = None) -> None:
+    """One card per row of `tiles` (feature_id, label, icon; `alive` if present) with `notes[i]` under it, each a
+    link to its feature page, all in one element (`data-strip="{name}"`): six to a row across the page, or
+    `size` px wide. One element where a tile of widgets is four, and under load a page's server time goes to
+    sending elements."""
+    cells = []
+    for tile, note in zip(tiles.itertuples(), notes, strict=True):
+        if tile.icon is not None:
+            picture = (
+                f'<img src="{data_uri(tile.icon)}" style="width:100%;aspect-ratio:1;display:block;border-radius:4px">'
+            )
+        else:
+            missing = "no icon" if getattr(tile, "alive", True) else "dead feature"
+            picture = (
+                '<div style="width:100%;aspect-ratio:1;display:flex;align-items:center;justify-content:center;'
+                f'opacity:0.6;font-size:0.8em">{missing}</div>'
+            )
+        label = html.escape(str(tile.label)) if isinstance(tile.label, str) and tile.label else "–"
+        cells.append(
+            f'<a href="./feature?feature={int(tile.feature_id)}" target="_self" '
+            'style="text-decoration:none;color:inherit;border:1px solid rgba(128,128,128,0.3);border-radius:8px;'
+            f'padding:6px;{"" if size is None else f"width:{size}px;"}">{picture}'
+            f'<div style="font-size:0.9em"><b>#{int(tile.feature_id)}</b> · {label}</div>'
+            f'<div style="font-size:0.8em;opacity:0.7">{html.escape(note)}</div></a>'
+        )
+    layout = (
+        f"display:grid;grid-template-columns:repeat({COLUMNS},minmax(0,1fr));gap:8px"
+        if size is None
+        else "display:flex;flex-wrap:wrap;gap:8px"
+    )
+    st.markdown(
+        f'<div data-strip="{html.escape(name)}" style="{layout}">{"".join(cells)}</div>', unsafe_allow_html=True
+    )
 
 
 def image_tiles(
     images: pd.DataFrame,
     notes: Sequence[str],
     key: str,
-    on_pick: Callable[[int], None] | None = None,
-    button: str = "Image",
+    on_pick: Callable[[int], None],
+    button: str = "Pick",
 ) -> None:
     """One tile per row of `images` (image_id, source, caption, thumbnail) with `notes[i]` under it; its
-    button (key f"{key}-{image_id}") calls `on_pick(image_id)`, by default opening the image's page."""
+    button (key f"{key}-{image_id}") calls `on_pick(image_id)`."""
     rows = list(zip(images.itertuples(), notes, strict=True))
     for start in range(0, len(rows), COLUMNS):
         for col, (tile, note) in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
@@ -53,25 +74,24 @@ def image_tiles(
                 name = tile.caption if isinstance(tile.caption, str) and tile.caption else tile.source
                 st.caption(" · ".join(t for t in (note, name) if t))
                 if st.button(button, key=f"{key}-{tile.image_id}", width="stretch"):
-                    (on_pick or _open_image)(int(tile.image_id))
+                    on_pick(int(tile.image_id))
 
 
-def _open_image(image_id: int) -> None:
-    st.switch_page("views/image.py", query_params={"image": str(image_id)})
-
-
-def image_strip(images: pd.DataFrame, notes: Sequence[str], size: int = 112) -> None:
+def image_strip(images: pd.DataFrame, notes: Sequence[str], size: int = 112, name: str = "") -> None:
     """`images` (image_id, thumbnail, caption, source) as one element: thumbnails in rows, `notes[i]` under
     each, the caption as its tooltip, each a link to its image page. One element where tiles are four per
     image (a page of 40 images as tiles spends most of its server time sending elements)."""
     cells = []
     for r, note in zip(images.itertuples(), notes, strict=True):
-        name = r.caption if isinstance(r.caption, str) and r.caption else r.source
+        title = r.caption if isinstance(r.caption, str) and r.caption else r.source
         cells.append(
-            f'<a href="./image?image={int(r.image_id)}" target="_self" title="{html.escape(str(name))}" '
+            f'<a href="./image?image={int(r.image_id)}" target="_self" title="{html.escape(str(title))}" '
             f'style="text-decoration:none;color:inherit;width:{size}px">'
             f'<img src="{data_uri(r.thumbnail)}" width="{size}" height="{size}" '
             'style="object-fit:cover;border-radius:4px;display:block">'
             f'<div style="font-size:0.8em;opacity:0.7;text-align:center">{html.escape(note)}</div></a>'
         )
-    st.markdown(f'<div style="display:flex;flex-wrap:wrap;gap:8px">{"".join(cells)}</div>', unsafe_allow_html=True)
+    st.markdown(
+        f'<div data-strip="{html.escape(name)}" style="display:flex;flex-wrap:wrap;gap:8px">{"".join(cells)}</div>',
+        unsafe_allow_html=True,
+    )

@@ -168,21 +168,19 @@ def test_cli_search_features_and_images(toy):
 
 def test_search_page_finds_features_for_red(toy, monkeypatch):
     from streamlit.testing.v1 import AppTest
+    from strips import follow, shown
 
     monkeypatch.setenv("ATLAS_DIR", str(toy["store"].root))
     app = AppTest.from_file(str(ROOT / "viewer" / "app.py"), default_timeout=120).run()
     app.switch_page("views/search.py").run()
     app.text_input(key="search_text").input("red").run()
     assert not app.exception, [e.value for e in app.exception]
-    shown = [
-        int(b.key.removeprefix("text-feature-")) for b in app.button if b.key and b.key.startswith("text-feature-")
-    ]
-    assert shown[:4] == toy["search"].features_for_text("red", 4).column("feature_id").to_pylist()
+    features = shown(app, "text-feature")
+    assert features[:4] == toy["search"].features_for_text("red", 4).column("feature_id").to_pylist()
     image_hits = toy["search"].images_for_text("red", 12).column("image_id").to_pylist()
-    tiles = [int(b.key.removeprefix("text-image-")) for b in app.button if b.key and b.key.startswith("text-image-")]
-    assert tiles == image_hits  # the image results, each a tile that opens its image page
-    app.button(key=f"text-feature-{shown[0]}").click().run()
-    assert app.query_params["feature"] == str(shown[0])
+    assert shown(app, "text-image") == image_hits  # the image results, each a link to its image page
+    assert follow(app, "text-feature", 0) == features[0]
+    assert app.title[0].value.startswith(f"Feature {features[0]}")
     import gc
 
     import streamlit as st

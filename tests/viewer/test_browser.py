@@ -151,8 +151,7 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             page.goto(f"{url}/grid")
             expect(page.get_by_text("features, page 1 of")).to_be_visible(timeout=90_000)
             _settle(page)
-            tile_button = page.locator('[data-testid="stBaseButton-secondary"]', has_text="Open")  # not a selectbox's
-            tile_button.first.click()
+            page.locator('[data-strip="grid"] a[href^="./feature?feature="]').first.click()  # a feature's card
             page.wait_for_url("**/feature?feature=*", timeout=60_000)
             expect(page.get_by_text(re.compile(r"^Top images \("))).to_be_visible(timeout=60_000)
             _settle(page)
@@ -193,11 +192,12 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             box.fill("red")
             box.press("Enter")
             expect(page.get_by_text("Features for “red”")).to_be_visible(timeout=120_000)
-            expect(page.get_by_role("button", name="Open").first).to_be_visible(timeout=60_000)
+            found = page.locator('[data-strip="text-feature"] a[href^="./feature?feature="]')
+            expect(found.first).to_be_visible(timeout=60_000)
             _settle(page)
             page.screenshot(path=str(shots / "search-red.png"), full_page=True)
 
-            page.get_by_role("button", name="Open").first.click()
+            found.first.click()
             page.wait_for_url("**/feature?feature=*", timeout=60_000)
             feature_id = page.url.rsplit("=", 1)[1]
             expect(page.locator("h1").first).to_contain_text(f"Feature {feature_id}", timeout=60_000)

@@ -17,6 +17,8 @@ import streamlit as st
 from PIL import Image
 from repo import ROOT
 from streamlit.testing.v1 import AppTest
+from strips import follow, strip_html
+from strips import shown as card_ids
 
 from atlas.catalog import build_catalog, query
 from atlas.cooccurrence import ActivationSets, cooccurrence_table
@@ -197,28 +199,48 @@ def test_grid_pages_through_alive_features_by_frequency(app: AppTest, atlas: Atl
     app.switch_page("views/grid.py").run()
     assert not _exceptions(app)
     expected = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive ORDER BY frequency DESC, feature_id")
-    assert len(app.image) == 24  # the default page size
-    shown = [int(b.key.removeprefix("open-")) for b in app.button if b.key.startswith("open-")]
-    assert shown == expected[:24]
+    assert strip_html(app, "grid").count("<img ") == 24  # the default page size
+    assert card_ids(app, "grid") == expected[:24]
 
     app.number_input(key="grid_page").set_value(2).run()
     assert not _exceptions(app)
-    assert len(app.image) == len(expected) - 24
+    assert card_ids(app, "grid") == expected[24:] and app.query_params["page"] == "2"
 
     app.checkbox(key="grid_alive").uncheck().run()  # dead features too; back to page 1
     assert app.number_input(key="grid_page").value == 1
     app.selectbox(key="grid_sort").select("feature_id").run()
-    shown = [int(b.key.removeprefix("open-")) for b in app.button if b.key.startswith("open-")]
-    assert shown == list(range(24))
-    assert len(app.image) == 24 - len(DEAD & set(range(24)))  # dead features have no icon
+    assert card_ids(app, "grid") == list(range(24))
+    assert strip_html(app, "grid").count("<img ") == 24 - len(DEAD & set(range(24)))  # dead features have no icon
+    assert strip_html(app, "grid").count("dead feature") == len(DEAD & set(range(24)))
 
 
-def test_grid_open_button_goes_to_the_feature_page(app: AppTest, atlas: AtlasStore) -> None:
+def test_a_grid_url_reopens_the_same_grid_page(app: AppTest, atlas: AtlasStore) -> None:
     app.switch_page("views/grid.py").run()
-    first = next(b for b in app.button if b.key.startswith("open-"))
-    first.click().run()
-    assert not _exceptions(app)
-    feature_id = int(first.key.removeprefix("open-"))
+    app.selectbox(key="grid_sort").select("feature_id").run()
+    app.checkbox(key="grid_alive").uncheck().run()
+    app.number_input(key="grid_page").set_value(2).run()
+    shown = card_ids(app, "grid")
+    assert shown == list(range(24, N_FEATURES))
+    params = dict(app.query_params)
+    assert params == {"sort": "feature_id", "alive": "0", "page": "2"}  # defaults stay out of the URL
+
+    fresh = AppTest.from_file(str(APP), default_timeout=60)  # another browser opening that URL
+    for k, v in params.items():
+        fresh.query_params[k] = v
+    fresh.switch_page("views/grid.py").run()
+    assert not _exceptions(fresh) and card_ids(fresh, "grid") == shown
+
+    bad = AppTest.from_file(str(APP), default_timeout=60)  # a hand-edited URL falls back to the defaults
+    for k, v in {"sort": "nope", "size": "7", "alive": "x", "min_freq": "2", "min_mass": "nan", "page": "-1"}.items():
+        bad.query_params[k] = v
+    bad.switch_page("views/grid.py").run()
+    default = _sql_column(atlas, "SELECT feature_id FROM features WHERE alive ORDER BY frequency DESC, feature_id")
+    assert not _exceptions(bad) and card_ids(bad, "grid") == default[:24]
+
+
+def test_grid_cards_link_to_the_feature_page(app: AppTest, atlas: AtlasStore) -> None:
+    app.switch_page("views/grid.py").run()
+    feature_id = follow(app, "grid", 0)
     assert app.number_input(key="feature_id").value == feature_id
     assert app.query_params["feature"] == str(feature_id)
     assert app.title[0].value.startswith(f"Feature {feature_id}")
@@ -270,10 +292,6 @@ def _frame_with(at: AppTest, column: str):
     return next(f.value for f in at.dataframe if column in f.value.columns)
 
 
-def _shown(at: AppTest, prefix: str = "open-") -> list[int]:
-    return [int(b.key.removeprefix(prefix)) for b in at.button if b.key and b.key.startswith(prefix)]
-
-
 def test_home_has_a_density_histogram_and_links(app: AppTest) -> None:
     assert not _exceptions(app)
     assert any(el.type == "arrow_vega_lite_chart" or "chart" in el.type for el in app.main)
@@ -287,25 +305,25 @@ def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStor
     expected = _sql_column(
         atlas, "SELECT feature_id FROM features WHERE alive AND label = 'word-3' ORDER BY frequency DESC, feature_id"
     )
-    assert expected and _shown(app) == expected
+    assert expected and card_ids(app, "grid") == expected
     assert any("word-3" in md.value for md in app.markdown)
 
     app.text_input(key="grid_label").input("%").run()  # LIKE wildcards are matched literally
-    assert _shown(app) == [] and app.info
+    assert card_ids(app, "grid") == [] and app.info
 
     app.text_input(key="grid_label").input("").run()
     app.number_input(key="grid_min_freq").set_value(0.25).run()
     expected = _sql_column(
         atlas, "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 ORDER BY frequency DESC, feature_id"
     )
-    assert _shown(app) == expected[:24]
+    assert card_ids(app, "grid") == expected[:24]
     app.number_input(key="grid_min_mass").set_value(10.0).run()
     expected = _sql_column(
         atlas,
         "SELECT feature_id FROM features WHERE alive AND frequency >= 0.25 AND activation_mass >= 10 "
         "ORDER BY frequency DESC, feature_id",
     )
-    assert _shown(app) == expected[:24]
+    assert card_ids(app, "grid") == expected[:24]
 
     app.number_input(key="grid_min_freq").set_value(0.0).run()
     app.number_input(key="grid_min_mass").set_value(0.0).run()
@@ -313,7 +331,7 @@ def test_grid_filters_by_label_frequency_and_mass(app: AppTest, atlas: AtlasStor
     expected = _sql_column(
         atlas, "SELECT feature_id FROM features WHERE alive ORDER BY activation_mass DESC, feature_id"
     )
-    assert _shown(app) == expected[:24]
+    assert card_ids(app, "grid") == expected[:24]
 
 
 def test_feature_page_shows_labels_histogram_nearest_features_and_directions(app: AppTest, atlas: AtlasStore) -> None:
@@ -323,14 +341,14 @@ def test_feature_page_shows_labels_histogram_nearest_features_and_directions(app
     assert app.title[0].value == "Feature 2: word-2"
     assert any(md.value.startswith("**Labels**") and "word-2 (0.50)" in md.value for md in app.markdown)
     assert "Activation histogram" in [h.value for h in app.subheader]
-    near = _shown(app, "near-")
+    near = card_ids(app, "near")
     alive_same_axis = [f for f in range(N_FEATURES) if f % DIM == 2 and f != 2 and f not in DEAD]
     assert near[: len(alive_same_axis)] and set(near[: len(alive_same_axis)]) == set(alive_same_axis)
     assert not set(near) & DEAD
     aligned = _frame_with(app, "cosine")
     assert list(aligned["name"]) == ["red-blue"] and aligned["cosine"].iloc[0] == pytest.approx(1.0, abs=0.05)
 
-    app.button(key=f"near-{near[0]}").click().run()  # opening a neighbour moves the page to it
+    assert follow(app, "near", 0) == near[0]  # a neighbour's card opens its page
     assert app.query_params["feature"] == str(near[0])
     assert app.title[0].value.startswith(f"Feature {near[0]}")
 
@@ -349,25 +367,24 @@ def test_feature_page_shows_cooccurring_features_as_the_self_join_counts_them(ap
     ).to_pylist()
     count = {p["g"]: p["t"] for p in pairs}
     jaccard = {p["g"]: p["t"] / (p["both_n"] - p["t"]) for p in pairs}
-    shown = _shown(app, "cooc-")
+    shown = card_ids(app, "cooc")
     # the table keeps the 3 best by count and the 3 best by Jaccard (which of tied partners is free)
     assert set(shown) <= set(count) and len(shown) >= 3
     assert [count[g] for g in shown[:3]] == sorted(count.values(), reverse=True)[:3]
     assert all(count[a] >= count[b] for a, b in zip(shown, shown[1:], strict=False))
     app.radio(key="cooccurrence_order").set_value("jaccard").run()
-    shown = _shown(app, "cooc-")
+    shown = card_ids(app, "cooc")
     assert [jaccard[g] for g in shown[:3]] == pytest.approx(sorted(jaccard.values(), reverse=True)[:3])
-    app.button(key=f"cooc-{shown[1]}").click().run()
-    assert app.query_params["feature"] == str(shown[1])
+    assert follow(app, "cooc", 1) == shown[1]
+    assert app.title[0].value.startswith(f"Feature {shown[1]}")
 
 
 def test_directions_page_lists_directions_and_their_features(app: AppTest) -> None:
     app.switch_page("views/directions.py").run()
     assert not _exceptions(app)
     assert list(_frame_with(app, "n_pairs")["name"]) == ["red-blue"]
-    assert _shown(app, "dir-") == [2, 10]
-    app.button(key="dir-10").click().run()
-    assert app.query_params["feature"] == "10"
+    assert card_ids(app, "dir") == [2, 10]
+    assert follow(app, "dir", 1) == 10 and app.title[0].value.startswith("Feature 10")
 
 
 def test_sql_page_runs_read_only_queries_with_limits(app: AppTest, atlas: AtlasStore) -> None:
@@ -462,7 +479,7 @@ def test_image_page_shows_the_image_its_features_and_its_nearest_images(app: App
     fired = _sql_column(
         atlas, f"SELECT feature_id FROM activations WHERE image_id = {image_id} ORDER BY value DESC, feature_id"
     )
-    assert fired and _shown(app, "image-feature-") == fired[:12]  # the strongest as tiles
+    assert fired and card_ids(app, "image-feature") == fired[:12]  # the strongest as tiles
     if len(fired) > 12:  # and every one in the table, each with a link to its page
         table = app.dataframe[-1].value
         assert table["feature_id"].tolist() == fired
@@ -471,14 +488,14 @@ def test_image_page_shows_the_image_its_features_and_its_nearest_images(app: App
     unit = np.asarray(emb["embedding"]) / np.linalg.norm(emb["embedding"], axis=1, keepdims=True)
     cos = unit @ unit[emb["image_id"].index(image_id)]
     nearest = [emb["image_id"][i] for i in np.argsort(-cos) if emb["image_id"][i] != image_id][:12]
-    assert _shown(app, "similar-") == nearest
+    assert card_ids(app, "similar") == nearest
     link = app.get("page_link")[-1].proto
     assert (link.page, link.query_string) == ("explorer", f"image={image_id}")
 
-    app.button(key=f"similar-{nearest[0]}").click().run()  # every image opens its page
-    assert app.query_params["image"] == str(nearest[0]) and app.title[0].value == f"Image {nearest[0]}"
-    app.button(key=f"image-feature-{_shown(app, 'image-feature-')[0]}").click().run()
-    assert app.title[0].value.startswith("Feature ")
+    assert follow(app, "similar", 0) == nearest[0]  # every image opens its page
+    assert app.title[0].value == f"Image {nearest[0]}"
+    feature_id = follow(app, "image-feature", 0)
+    assert app.title[0].value.startswith(f"Feature {feature_id}")
 
 
 def test_feature_page_top_images_link_to_their_image_page(app: AppTest, atlas: AtlasStore) -> None:
@@ -527,10 +544,10 @@ def test_a_list_is_saved_from_a_feature_page_and_reopened_by_its_url(
     fresh.switch_page("views/lists.py").run()
     assert not _exceptions(fresh)
     assert fresh.selectbox(key="list_name").value == "round things"
-    assert _shown(fresh, "list-feature-") == [5, 2]
+    assert card_ids(fresh, "list-feature") == [5, 2]
     fresh.multiselect(key="list_remove").select(5).run()
     fresh.button(key="list_save_removed").click().run()
-    assert _shown(fresh, "list-feature-") == [2] and read_lists(copy)["round things"].feature_ids == (2,)
+    assert card_ids(fresh, "list-feature") == [2] and read_lists(copy)["round things"].feature_ids == (2,)
     fresh.button(key="list_delete").click().run()
     assert read_lists(copy) == {} and fresh.info
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from viewer import data
-from viewer.tiles import feature_tiles
+from viewer.tiles import feature_strip
 
 store = data.current_store()
 st.title("Directions")
@@ -21,9 +21,4 @@ row = dirs[dirs["name"] == name].iloc[0]
 st.subheader(f"{row['positive']} − {row['negative']}")
 top = list(row["top_features"]) if row["top_features"] is not None else []
 tiles = data.features_by_id(store, tuple(int(t["feature_id"]) for t in top))
-feature_tiles(
-    tiles,
-    [f"cos {t['cosine']:.3f}" for t in top],
-    "dir",
-    lambda f: st.switch_page("views/feature.py", query_params={"feature": str(f)}),
-)
+feature_strip(tiles, [f"cos {t['cosine']:.3f}" for t in top], "dir")

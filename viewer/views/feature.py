@@ -9,7 +9,7 @@ import streamlit as st
 
 from atlas.errors import AtlasError
 from viewer import data
-from viewer.tiles import data_uri, feature_tiles, image_strip
+from viewer.tiles import data_uri, feature_strip, image_strip
 
 store = data.current_store()
 n_features = data.feature_count(store)
@@ -131,16 +131,11 @@ if not samples.empty:
         image_strip(shown, [f"{v:.3g}" for v in shown["value"]], size=96)
 
 
-def _open(other: int) -> None:
-    st.query_params["feature"] = str(other)
-    st.rerun()
-
-
 st.subheader("Nearest features (decoder direction cosine)")
 if store.index_dir.joinpath("features.faiss").exists():
     near = data.search_call(store, "nearest_features", feature_id, 6).to_pandas()
     tiles = data.features_by_id(store, tuple(int(f) for f in near["feature_id"]))
-    feature_tiles(tiles, [f"cos {v:.3f}" for v in near["score"]], "near", _open)
+    feature_strip(tiles, [f"cos {v:.3f}" for v in near["score"]], "near")
 else:
     st.info("No feature index yet (run `atlas index`).")
 
@@ -159,7 +154,7 @@ if partners.empty:
 else:
     tiles = partners.rename(columns={"other_id": "feature_id"})
     notes = [f"{r.together:,} together · J {r.jaccard:.3f} · PMI {r.pmi:.2f}" for r in partners.itertuples()]
-    feature_tiles(tiles, notes, "cooc", _open)
+    feature_strip(tiles, notes, "cooc")
 
 st.subheader("Aligned directions")
 dirs = data.directions(store)

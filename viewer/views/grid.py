@@ -8,13 +8,42 @@ import math
 import streamlit as st
 
 from viewer import data
-from viewer.tiles import data_uri
+from viewer.tiles import feature_strip
 
-COLUMNS = 6
 PAGE_SIZES = (12, 24, 48, 96)
 
 store = data.current_store()
 st.title("Feature grid")
+# the URL keeps the page state (?sort=&size=&alive=&label=&min_freq=&min_mass=&page=): a feature opens as a
+# link, a new page load, and going back must find the same grid page
+URL = {"sort": "grid_sort", "size": "grid_page_size", "alive": "grid_alive", "label": "grid_label",
+       "min_freq": "grid_min_freq", "min_mass": "grid_min_mass", "page": "grid_page"}  # fmt: skip
+
+
+def _from_url(param: str, value: str) -> object | None:
+    """A URL value as its widget's value, or None where it is not one (a hand-edited URL is ignored)."""
+    try:
+        if param == "sort":
+            return value if value in data.SORTS else None
+        if param == "size":
+            return int(value) if int(value) in PAGE_SIZES else None
+        if param == "alive":
+            return {"1": True, "0": False}.get(value)
+        if param == "label":
+            return value[:100]
+        number = int(value) if param == "page" else float(value)
+        low, high = (1, math.inf) if param == "page" else (0, 1 if param == "min_freq" else math.inf)
+        return number if low <= number <= high else None
+    except ValueError:
+        return None
+
+
+DEFAULTS = {"sort": next(iter(data.SORTS)), "size": PAGE_SIZES[1], "alive": True, "label": "", "min_freq": 0.0,
+            "min_mass": 0.0, "page": 1}  # fmt: skip
+for param, key in URL.items():
+    if key not in st.session_state:  # a new session: from the URL, else the default
+        value = _from_url(param, st.query_params[param]) if param in st.query_params else None
+        st.session_state[key] = DEFAULTS[param] if value is None else value
 
 
 def _first_page() -> None:
@@ -23,23 +52,20 @@ def _first_page() -> None:
 
 controls = st.columns(4)
 sort = controls[0].selectbox("Sort by", list(data.SORTS), key="grid_sort", on_change=_first_page)
-page_size = controls[1].selectbox("Page size", PAGE_SIZES, index=1, key="grid_page_size", on_change=_first_page)
-alive_only = controls[2].checkbox("Alive only", value=True, key="grid_alive", on_change=_first_page)
+page_size = controls[1].selectbox("Page size", PAGE_SIZES, key="grid_page_size", on_change=_first_page)
+alive_only = controls[2].checkbox("Alive only", key="grid_alive", on_change=_first_page)
 filters = st.columns(3)
 label = filters[0].text_input("Label contains", key="grid_label", max_chars=100, on_change=_first_page)
 min_frequency = filters[1].number_input(
     "Min frequency",
     min_value=0.0,
     max_value=1.0,
-    value=0.0,
     step=0.001,
     format="%.4f",
     key="grid_min_freq",
     on_change=_first_page,
 )
-min_mass = filters[2].number_input(
-    "Min activation mass", min_value=0.0, value=0.0, key="grid_min_mass", on_change=_first_page
-)
+min_mass = filters[2].number_input("Min activation mass", min_value=0.0, key="grid_min_mass", on_change=_first_page)
 flt = data.GridFilter(alive_only=alive_only, min_frequency=min_frequency, min_mass=min_mass, label=label)
 
 total = data.filtered_count(store, flt)
@@ -53,13 +79,12 @@ page = controls[3].number_input("Page", min_value=1, max_value=pages, step=1, ke
 st.caption(f"{total} features, page {page} of {pages}")
 
 rows = data.feature_page(store, sort, flt, page_size, (page - 1) * page_size)
-for start in range(0, len(rows), COLUMNS):
-    for col, tile in zip(st.columns(COLUMNS), rows.iloc[start : start + COLUMNS].itertuples(), strict=False):
-        with col.container(border=True):
-            if tile.icon is not None:
-                st.image(data_uri(tile.icon), width="stretch")
-            else:
-                st.caption("no icon" if tile.alive else "dead feature")
-            st.markdown(f"**#{tile.feature_id}** · {tile.label or '–'}  \nfreq {tile.frequency:.3%}")
-            if st.button("Open", key=f"open-{tile.feature_id}", width="stretch"):
-                st.switch_page("views/feature.py", query_params={"feature": str(tile.feature_id)})
+feature_strip(rows, [f"freq {f:.3%}" for f in rows["frequency"]], "grid")
+
+state = {"sort": sort, "size": page_size, "alive": alive_only, "label": label, "min_freq": min_frequency,
+         "min_mass": min_mass, "page": page}  # fmt: skip
+for param, value in state.items():
+    if value == DEFAULTS[param]:
+        st.query_params.pop(param, None)
+    else:
+        st.query_params[param] = ("1" if value else "0") if param == "alive" else str(value)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from atlas.errors import AtlasError
 from viewer import data
-from viewer.tiles import data_uri, feature_tiles, image_tiles
+from viewer.tiles import data_uri, feature_strip, image_strip
 
 SIMILAR = 12
 TILES = 12  # strongest active features shown as tiles; the rest in a table
@@ -21,10 +21,6 @@ def _requested() -> int | None:
         return int(st.query_params.get("image", ""))
     except ValueError:
         return None
-
-
-def _open_feature(feature_id: int) -> None:
-    st.switch_page("views/feature.py", query_params={"feature": str(feature_id)})
 
 
 image_id = _requested()
@@ -60,7 +56,7 @@ if active.empty:
 else:
     head = active.head(TILES)
     tiles = data.features_by_id(store, tuple(int(f) for f in head["feature_id"]))
-    feature_tiles(tiles, [f"activation {v:.3g}" for v in head["value"]], "image-feature", _open_feature)
+    feature_strip(tiles, [f"activation {v:.3g}" for v in head["value"]], "image-feature")
     if len(active) > TILES:
         with st.expander(f"All {len(active)} active features"):
             st.dataframe(
@@ -86,7 +82,7 @@ else:
 for c in concepts:
     st.markdown(f"**concept {c.concept_id} · {c.label}** · {c.mass_share:.0%} of the activation mass")
     members = data.features_by_id(store, c.feature_ids[:6])
-    feature_tiles(members, [f"activation {v:.3g}" for v in c.activations[:6]], f"concept-{c.concept_id}", _open_feature)
+    feature_strip(members, [f"activation {v:.3g}" for v in c.activations[:6]], f"concept-{c.concept_id}")
 if concepts and st.button("Render an icon of each concept", key="concept_icons"):
     from atlas.generation import strip_image
     from atlas.icons import concept_icon_embeddings, template_embedding
@@ -108,6 +104,6 @@ st.subheader("Similar images")
 if store.index_dir.joinpath("images.faiss").exists():
     near = data.search_call(store, "similar_images", image_id, SIMILAR).to_pandas()
     shown = data.images_by_id(store, tuple(int(i) for i in near["image_id"]))
-    image_tiles(shown, [f"cos {v:.3f}" for v in near["score"]], "similar")
+    image_strip(shown, [f"cos {v:.3f}" for v in near["score"]], name="similar")
 else:
     st.info("No image index yet (run `atlas index`).")

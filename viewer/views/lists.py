@@ -7,15 +7,11 @@ import streamlit as st
 
 from atlas.errors import AtlasError
 from viewer import data
-from viewer.tiles import feature_tiles
+from viewer.tiles import feature_strip
 
 store = data.current_store()
 st.title("Feature lists")
 lists = data.feature_lists(store)
-
-
-def _open(feature_id: int) -> None:
-    st.switch_page("views/feature.py", query_params={"feature": str(feature_id)})
 
 
 def _save(name: str, ids: list[int], note: str = "") -> bool:
@@ -59,7 +55,7 @@ current = lists[chosen]
 st.caption(f"{len(current.feature_ids)} features" + (f" · {current.note}" if current.note else ""))
 
 tiles = data.features_by_id(store, current.feature_ids)
-feature_tiles(tiles, [f"freq {f:.3%}" for f in tiles["frequency"]], "list-feature", _open)
+feature_strip(tiles, [f"freq {f:.3%}" for f in tiles["frequency"]], "list-feature")
 
 cols = st.columns([3, 1, 1])
 drop = cols[0].multiselect("Remove from the list", current.feature_ids, key="list_remove")

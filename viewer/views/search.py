@@ -8,20 +8,16 @@ import streamlit as st
 from atlas.errors import AtlasError
 from atlas.uploads import UPLOADS, decode_upload
 from viewer import data
-from viewer.tiles import feature_tiles, image_tiles
+from viewer.tiles import feature_strip, image_strip
 
 K = 12
 store = data.current_store()
 st.title("Search")
 
 
-def _open(feature_id: int) -> None:
-    st.switch_page("views/feature.py", query_params={"feature": str(feature_id)})
-
-
 def _feature_results(hits, score_name: str, key: str) -> None:
     tiles = data.features_by_id(store, tuple(int(f) for f in hits["feature_id"]))
-    feature_tiles(tiles, [f"{score_name} {v:.3f}" for v in hits[score_name]], key, _open)
+    feature_strip(tiles, [f"{score_name} {v:.3f}" for v in hits[score_name]], key)
 
 
 def _to_url() -> None:
@@ -52,7 +48,7 @@ with text_tab:
             st.subheader(f"Images for “{text.strip()}”")
             shown = data.images_by_id(store, tuple(int(i) for i in images["image_id"]))
             if not shown.empty:
-                image_tiles(shown, [f"{s:.3f}" for s in images["score"]], "text-image")
+                image_strip(shown, [f"{s:.3f}" for s in images["score"]], name="text-image")
 
 with image_tab:
     upload = st.file_uploader(
