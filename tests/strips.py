@@ -10,8 +10,17 @@ _LINK = re.compile(r'href="\./(\w+)\?(\w+)=(-?\d+)"')
 
 
 def strip_html(at: AppTest, name: str) -> str:
-    """The HTML of the page's strip `name`, or "" where the page has none."""
-    return next((m.value for m in at.markdown if f'data-strip="{name}"' in m.value), "")
+    """The HTML of the page's strip `name` (its div alone, where one element holds several), or ""."""
+    element = next((m.value for m in at.markdown if f'data-strip="{name}"' in m.value), "")
+    if not element:
+        return ""
+    start = element.index(f'<div data-strip="{name}"')
+    depth = 0
+    for tag in re.finditer(r"<(/?)div\b", element[start:]):  # to the div's own closing tag
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return element[start : start + tag.end()]
+    raise AssertionError(f"strip {name}: its div is not closed")
 
 
 def shown(at: AppTest, name: str) -> list[int]:

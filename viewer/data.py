@@ -298,15 +298,20 @@ def caption_words(store: AtlasStore, feature_id: int) -> pd.DataFrame:
     return words.sort_values(["lift", "images", "word"], ascending=[False, False, True]).reset_index(drop=True)
 
 
-@st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def feature_evaluation(store: AtlasStore, feature_id: int) -> pd.DataFrame:
     """The labelled factor values (`evaluation`, from `atlas eval`) this feature predicts best: factor, value,
     n_images, auroc, captured, probe_auroc. Empty where the atlas has no labelled factors."""
+    every = _evaluation(store)
+    return every[every["best_feature_id"] == feature_id].drop(columns="best_feature_id").reset_index(drop=True)
+
+
+@st.cache_data(hash_funcs=_HASH, show_spinner=False)
+def _evaluation(store: AtlasStore) -> pd.DataFrame:
+    """The whole `evaluation` table (a row per labelled factor value: small), best first, once per snapshot."""
     return _sql(
         store,
-        """SELECT factor, value, n_images, auroc, captured, probe_auroc FROM evaluation
-           WHERE best_feature_id = ? ORDER BY auroc DESC, factor, value""",
-        [feature_id],
+        """SELECT best_feature_id, factor, value, n_images, auroc, captured, probe_auroc FROM evaluation
+           ORDER BY auroc DESC, factor, value""",
     )
 
 

@@ -81,6 +81,11 @@ def image_strip(images: pd.DataFrame, notes: Sequence[str], size: int = 112, nam
     """`images` (image_id, thumbnail, caption, source) as one element: thumbnails in rows, `notes[i]` under
     each, the caption as its tooltip, each a link to its image page. One element where tiles are four per
     image (a page of 40 images as tiles spends most of its server time sending elements)."""
+    st.markdown(image_strip_html(images, notes, size, name), unsafe_allow_html=True)
+
+
+def image_strip_html(images: pd.DataFrame, notes: Sequence[str], size: int = 112, name: str = "") -> str:
+    """The HTML of `image_strip`, for several strips in one element."""
     cells = []
     for r, note in zip(images.itertuples(), notes, strict=True):
         title = r.caption if isinstance(r.caption, str) and r.caption else r.source
@@ -91,7 +96,4 @@ def image_strip(images: pd.DataFrame, notes: Sequence[str], size: int = 112, nam
             'style="object-fit:cover;border-radius:4px;display:block">'
             f'<div style="font-size:0.8em;opacity:0.7;text-align:center">{html.escape(note)}</div></a>'
         )
-    st.markdown(
-        f'<div data-strip="{html.escape(name)}" style="display:flex;flex-wrap:wrap;gap:8px">{"".join(cells)}</div>',
-        unsafe_allow_html=True,
-    )
+    return f'<div data-strip="{html.escape(name)}" style="display:flex;flex-wrap:wrap;gap:8px">{"".join(cells)}</div>'

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from strips import shown
 from toy_atlas import build_toy_atlas
 
 from atlas.store import AtlasStore
@@ -69,18 +70,18 @@ def test_feature_page_shows_quantile_bins_caption_words_and_a_label_search(
     app.switch_page("views/feature.py").run()
     assert not app.exception, [e.value for e in app.exception]
 
-    strips = [m.value for m in app.markdown if 'href="./image?image=' in m.value][1:]  # after the top images
-    assert len(strips) == mine.bin.nunique()  # strongest bin first, its eight strongest images linked
-    for strip, (b, rows) in zip(strips, sorted(mine.groupby("bin"), key=lambda g: -g[0]), strict=True):
+    (bins,) = [m.value for m in app.markdown if 'data-strip="bin-' in m.value]  # every bin in one element
+    assert re.findall(r'data-strip="bin-(\d+)"', bins) == [str(b) for b in sorted(mine.bin.unique(), reverse=True)]
+    for b, rows in mine.groupby("bin"):  # each bin's eight strongest images linked
         want = rows.sort_values(["value", "image_id"], ascending=[False, True]).image_id.head(8).tolist()
-        assert [int(i) for i in re.findall(r'href="\./image\?image=(-?\d+)"', strip)] == want, b
+        assert shown(app, f"bin-{b}") == want, b
     assert len(mine.bin.unique()) == 5 and mine.value.min() < mine.value.max()
 
-    shown = next(df.value for df in app.dataframe if "lift" in df.value.columns)
+    table = next(df.value for df in app.dataframe if "lift" in df.value.columns)
     expected = words[words.feature_id == feature_id].sort_values(
         ["lift", "images", "word"], ascending=[False, False, True]
     )
-    assert shown["word"].tolist() == expected["word"].tolist()
+    assert table["word"].tolist() == expected["word"].tolist()
 
     label = toy.read_table("labels").to_pandas().query(f"feature_id == {feature_id} and rank == 1").word.iloc[0]
     links = [(p.proto.page, p.proto.query_string) for p in app.get("page_link")]
