@@ -31,7 +31,8 @@ def feature_strip(tiles: pd.DataFrame, notes: Sequence[str], name: str, size: in
     for tile, note in zip(tiles.itertuples(), notes, strict=True):
         if tile.icon is not None:
             picture = (
-                f'<img src="{data_uri(tile.icon)}" style="width:100%;aspect-ratio:1;display:block;border-radius:4px">'
+                f'<img src="{data_uri(tile.icon)}" width="100%" '
+                'style="width:100%;height:auto;aspect-ratio:1;object-fit:cover;display:block;border-radius:4px">'
             )
         else:
             missing = "no icon" if getattr(tile, "alive", True) else "dead feature"
