@@ -83,6 +83,8 @@ def decode_upload(
             img.load()
     except AtlasError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    # broad, as in atlas.images.decode_image: PIL's decoders raise many types for crafted bytes (OSError,
+    # SyntaxError for a broken PNG chunk, EOFError, struct.error, ...), and each is the upload's fault
+    except Exception as e:  # noqa: BLE001
         raise AtlasError(f"{name}: not a readable {policy.format_names()} image ({type(e).__name__})") from None
     return to_rgb(img)

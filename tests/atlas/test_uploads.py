@@ -63,3 +63,13 @@ def test_the_policy_describes_itself_for_the_widgets():
     assert UPLOADS.describe() == "PNG, JPEG or WEBP, at most 10 MiB"
     assert UPLOADS.extensions == ["png", "jpg", "jpeg", "webp"] and UPLOADS.max_mib == 10
     assert decode_upload(_image("WEBP")).size == (8, 8) and decode_upload(_image("JPEG")).mode == "RGB"
+
+
+def test_a_png_with_a_broken_chunk_is_one_line() -> None:
+    # found by test_uploads_properties: PIL raises SyntaxError for it, which is not an OSError
+    data = (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x0c\x10\x00\x00\x00\x00\x1e\x1c\xbe\x1e"
+        b"\x00\x00\x00\x15IDATx\x9ccdh`\xc0\x0b\x98\xf0" + b"\x89PNG" * 5
+    )
+    with pytest.raises(AtlasError, match=r"^upload: not a readable .* image \(SyntaxError\)$"):
+        decode_upload(data)
