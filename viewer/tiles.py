@@ -48,14 +48,8 @@ def feature_strip(tiles: pd.DataFrame, notes: Sequence[str], name: str, size: in
             f'<div style="font-size:0.9em"><b>#{int(tile.feature_id)}</b> · {label}</div>'
             f'<div style="font-size:0.8em;opacity:0.7">{html.escape(note)}</div></a>'
         )
-    layout = (
-        f"display:grid;grid-template-columns:repeat({COLUMNS},minmax(0,1fr));gap:8px"
-        if size is None
-        else "display:flex;flex-wrap:wrap;gap:8px"
-    )
-    st.markdown(
-        f'<div data-strip="{html.escape(name)}" style="{layout}">{"".join(cells)}</div>', unsafe_allow_html=True
-    )
+    layout = f"display:grid;grid-template-columns:repeat({COLUMNS},minmax(0,1fr))" if size is None else ""
+    st.markdown(_strip_div(name, cells, layout), unsafe_allow_html=True)
 
 
 def image_tiles(
@@ -97,4 +91,11 @@ def image_strip_html(images: pd.DataFrame, notes: Sequence[str], size: int = 112
             'style="object-fit:cover;border-radius:4px;display:block">'
             f'<div style="font-size:0.8em;opacity:0.7;text-align:center">{html.escape(note)}</div></a>'
         )
-    return f'<div data-strip="{html.escape(name)}" style="display:flex;flex-wrap:wrap;gap:8px">{"".join(cells)}</div>'
+    return _strip_div(name, cells)
+
+
+def _strip_div(name: str, cells: Sequence[str], layout: str = "") -> str:
+    """Cards in one div named `name` (`data-strip`, how tests and the browser test find a strip); they wrap
+    in a row unless `layout` (CSS) says otherwise."""
+    style = layout or "display:flex;flex-wrap:wrap"
+    return f'<div data-strip="{html.escape(name)}" style="{style};gap:8px">{"".join(cells)}</div>'

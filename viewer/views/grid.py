@@ -50,6 +50,16 @@ def _first_page() -> None:
     st.session_state.grid_page = 1
 
 
+def _to_url() -> None:
+    """The widgets' state into the URL, leaving out what is the default."""
+    for param, key in URL.items():
+        value = st.session_state[key]
+        if value == DEFAULTS[param]:
+            st.query_params.pop(param, None)
+        else:
+            st.query_params[param] = ("1" if value else "0") if param == "alive" else str(value)
+
+
 controls = st.columns(4)
 sort = controls[0].selectbox("Sort by", list(data.SORTS), key="grid_sort", on_change=_first_page)
 page_size = controls[1].selectbox("Page size", PAGE_SIZES, key="grid_page_size", on_change=_first_page)
@@ -70,6 +80,7 @@ flt = data.GridFilter(alive_only=alive_only, min_frequency=min_frequency, min_ma
 
 total = data.filtered_count(store, flt)
 if total == 0:
+    _to_url()
     st.info("No features match (run `atlas featurize`, or loosen the filters).")
     st.stop()
 pages = math.ceil(total / page_size)
@@ -80,11 +91,4 @@ st.caption(f"{total} features, page {page} of {pages}")
 
 rows = data.feature_page(store, sort, flt, page_size, (page - 1) * page_size)
 feature_strip(rows, [f"freq {f:.3%}" for f in rows["frequency"]], "grid")
-
-state = {"sort": sort, "size": page_size, "alive": alive_only, "label": label, "min_freq": min_frequency,
-         "min_mass": min_mass, "page": page}  # fmt: skip
-for param, value in state.items():
-    if value == DEFAULTS[param]:
-        st.query_params.pop(param, None)
-    else:
-        st.query_params[param] = ("1" if value else "0") if param == "alive" else str(value)
+_to_url()
