@@ -277,9 +277,55 @@ def _summary(samples: list[float]) -> dict[str, float]:
     }
 
 
+_POINTS_DRAWN = "n => document.querySelectorAll('.mark-symbol path').length >= n"
+_TOOLTIP_ICON = (
+    "() => { const i = document.querySelector('#vg-tooltip-element img');"
+    " return i !== null && i.complete && i.naturalWidth > 0 }"
+)
+
+
+def browser_map_times(url: str, n_points: int, repeats: int = 3) -> dict[str, Any]:
+    """In headless Chromium (Playwright), `repeats` times each: the Summary page until its heading shows (the
+    baseline), the feature map until all `n_points` are drawn, and a hover until its tooltip's icon has loaded."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {"skipped": "playwright is not installed (the dev extra)"}
+    if chromium is None:
+        return {"skipped": "no chromium on PATH"}
+    times: dict[str, list[float]] = {"summary page (baseline)": [], "map drawn": [], "hover icon": []}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for _ in range(repeats):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                page.goto(url)
+                page.get_by_role("heading", name="CLIP Feature Atlas").wait_for(timeout=120_000)
+                times["summary page (baseline)"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                page.goto(f"{url}/map")
+                page.wait_for_function(_POINTS_DRAWN, arg=n_points, timeout=120_000, polling=50)
+                times["map drawn"].append(time.perf_counter() - t0)
+                page.wait_for_timeout(500)
+                t0 = time.perf_counter()
+                page.locator(".mark-symbol path").nth(n_points // 2).hover(timeout=30_000)
+                page.wait_for_function(_TOOLTIP_ICON, timeout=30_000, polling=20)
+                times["hover icon"].append(time.perf_counter() - t0)
+                page.close()
+        finally:
+            browser.close()
+    return {"driver": "headless Chromium (Playwright), a new page each time", "points": n_points} | {
+        k: _summary(v) for k, v in times.items()
+    }
+
+
 def run_view_bench(n_features: int, sessions: int, requests: int, root: Path | None = None) -> dict[str, Any]:
     """Build the synthetic atlas, start the viewer, warm it up, then time one session and `sessions`
-    concurrent sessions (each asking for the grid and a feature page `requests` times)."""
+    concurrent sessions (each asking for every page `requests` times), then the map in Chromium."""
     with tempfile.TemporaryDirectory(prefix="atlas-bench-view-") as tmp:
         t0 = time.perf_counter()
         store = write_synthetic_atlas(Path(root or tmp) / "atlas", n_features)
@@ -295,6 +341,7 @@ def run_view_bench(n_features: int, sessions: int, requests: int, root: Path | N
                 health.append(time.perf_counter() - t)
             single, single_s = _run_sessions(url, 1, requests, n_features, image_ids, seed=1)
             many, many_s = _run_sessions(url, sessions, requests, n_features, image_ids, seed=2)
+            browser = browser_map_times(url, store.read_table("feature_map", ["feature_id"]).num_rows)
         finally:
             stop_viewer(proc)
     return {
@@ -312,4 +359,5 @@ def run_view_bench(n_features: int, sessions: int, requests: int, root: Path | N
             "1 session": len(PAGES) * requests / single_s,
             f"{sessions} sessions": len(PAGES) * requests * sessions / many_s,
         },
+        "browser_ms": browser,
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from atlas.config import AtlasConfig, load_config
 from atlas.errors import AtlasError
 from atlas.store import AtlasStore
 from atlas.uploads import UPLOADS
-from jobs import cli_data, cli_diff, cli_generate, cli_scale, cli_serve
+from jobs import cli_data, cli_diff, cli_generate, cli_scale, cli_serve, stopping
 from jobs.cli_common import (
     AtlasDir,
     ConfigFile,
@@ -298,7 +297,7 @@ def view(
 ) -> None:
     """Open the atlas in the Streamlit viewer."""
     store = existing_atlas(atlas)
-    app_path = Path(__file__).resolve().parent.parent / "viewer" / "app.py"
+    app_path = Path(__file__).resolve().parent.parent / "viewer" / "server.py"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_path),
         "--server.headless", "true", "--server.address", address, "--server.port", str(port),
@@ -374,14 +373,8 @@ for _module in (cli_data, cli_diff, cli_generate, cli_scale, cli_serve):
     _module.register(app, bench)
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    # SIGTERM as an exception: `finally` blocks and atexit run, so the local Ray is shut down and the stage
-    # that was running is recorded as stopped (the default action would kill the driver and leave both behind).
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    stopping.install()
     try:
         app()
     # Deliberately broad: the last line of reporting, for what fails outside a command (its options, say).

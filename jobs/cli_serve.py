@@ -74,8 +74,8 @@ def bench_view(
     requests: Annotated[int, typer.Option(help="page renders per session and page")] = 3,
     out: BenchOut = Path("benchmarks"),
 ) -> None:
-    """p50/p95 page-render latency of the feature grid and feature page on a synthetic atlas, one session
-    and SESSIONS concurrent sessions, against a real `streamlit run` server on loopback."""
+    """p50/p95 page-render latency of the grid, feature, map and image pages on a synthetic atlas, one session
+    and SESSIONS concurrent sessions, against a real `atlas view` server on loopback; then the map in Chromium."""
     from atlas.benchmark import write_result
     from jobs.bench_view import run_view_bench
 
@@ -84,6 +84,15 @@ def bench_view(
     for mode, pages in result["latency_ms"].items():
         line = ", ".join(f"{page} p50 {v['p50']:.0f} ms p95 {v['p95']:.0f} ms" for page, v in pages.items())
         typer.echo(f"{mode}: {line}")
+    browser = result["browser_ms"]
+    if "skipped" in browser:
+        typer.echo(f"Chromium: skipped ({browser['skipped']})")
+    else:
+        line = ", ".join(
+            f"{step} p50 {browser[step]['p50']:.0f} ms"
+            for step in ("summary page (baseline)", "map drawn", "hover icon")
+        )
+        typer.echo(f"Chromium, {browser['points']:,} map points: {line}")
     typer.echo(f"written to {path}")
 
 

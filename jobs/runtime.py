@@ -24,6 +24,7 @@ from ray.exceptions import UserCodeException
 
 from atlas.config import AtlasConfig
 from atlas.errors import AtlasError
+from jobs import stopping
 from jobs.cli_common import atlas_cause
 
 T = TypeVar("T", bound=type)
@@ -35,11 +36,12 @@ def init_ray() -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(**kwargs)  # the address comes from the environment: a cluster, or the job's own
-    else:
-        # address="local": a new local Ray, never a cluster someone started on this machine with `ray start`
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+    with stopping.held_through_ray_init():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(**kwargs)  # the address comes from the environment: a cluster, or the job's own
+        else:
+            # address="local": a new local Ray, never a cluster someone started on this machine with `ray start`
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one tqdm bar per stage instead
     ctx.print_on_execution_start = False

@@ -1,1 +1,1 @@
-"""The Streamlit viewer: `streamlit run viewer/app.py -- --atlas DIR` (or `atlas view`)."""
+"""The Streamlit viewer: `streamlit run viewer/server.py -- --atlas DIR` (or `atlas view`)."""

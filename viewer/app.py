@@ -1,4 +1,4 @@
-"""The viewer's entry point: `streamlit run viewer/app.py -- --atlas DIR` (or with $ATLAS_DIR set)."""
+"""The viewer's pages (navigation, the atlas in the sidebar): the script `viewer/server.py` serves per session."""
 
 from __future__ import annotations
 

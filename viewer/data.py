@@ -48,7 +48,7 @@ def current_store() -> AtlasStore:
     """The atlas this viewer was started on; AtlasError (one line) if none was given or it is not an atlas."""
     path = atlas_dir(sys.argv[1:], os.environ)
     if path is None:
-        raise AtlasError("no atlas given: run `streamlit run viewer/app.py -- --atlas DIR` or set ATLAS_DIR")
+        raise AtlasError("no atlas given: run `atlas view --atlas DIR` (or set ATLAS_DIR)")
     store = AtlasStore(path)
     if not store.is_atlas():
         raise AtlasError(f"{store.root} is not an atlas (no manifest.json): build one with `atlas build`")
@@ -393,6 +393,12 @@ def features_by_id(store: AtlasStore, feature_ids: tuple[int, ...]) -> pd.DataFr
         return pd.DataFrame(columns=["feature_id", "label", "frequency", "icon"])
     frame = _features(store)[["label", "frequency"]].reindex(list(feature_ids)).rename_axis("feature_id")
     return _with_icons(store, frame.reset_index())
+
+
+def icon_png(store: AtlasStore, feature_id: int) -> bytes | None:
+    """A feature's icon as PNG bytes (None if it has none), read from the one icon part that holds it."""
+    found = _parts(store, "icons").read([feature_id], ["image"]).column("image").to_pylist()
+    return bytes(found[-1]) if found and _has_bytes(found[-1]) else None
 
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)

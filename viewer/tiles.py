@@ -14,6 +14,9 @@ COLUMNS = 6
 _MIME = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"RIFF": "image/webp", b"GIF8": "image/gif"}
 
 
+ICONS_PATH = "/icons"  # the server's icon route (viewer/server.py): ICONS_PATH/<feature_id>.png
+
+
 def data_uri(image: bytes) -> str:
     """Image bytes (PNG, JPEG, WEBP or GIF, by their magic bytes) as a data: URI, which st.image sends as it
     is. Given bytes, st.image opens each image with PIL, re-encodes what is not the format it picks (icons:

@@ -1,6 +1,7 @@
 """The viewer in a real browser: `atlas view` on a free loopback port, Chromium driven by Playwright opens
-every page of a toy-world atlas, clicks from the grid to a feature, to an image, to the explorer, saves a list
-and reopens it by its URL, searches for a word, opens a feature and saves screenshots.
+every page of a toy-world atlas (its icons drawn by the render stage), hovers a point of the map, clicks
+from the grid to a feature, to an image, to the explorer, saves a list and reopens it by its URL, searches
+for a word, opens a feature and saves screenshots.
 
 Set-up (done here): Debian's `chromium` (apt-get, when missing and allowed) and pip's `playwright` (the
 `dev` extra). Playwright never downloads a browser: it drives /usr/bin/chromium. Skips, saying why, when
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -78,6 +80,11 @@ def server(tmp_path_factory):
     chromium = chromium_path()
     root = tmp_path_factory.mktemp("browser")
     store = build_toy_atlas(root, n_images=300, epochs=10, l1=4.0)
+    # the real render stage (toy decoder, ~30 s on 2 cores): every card and the map's hover show its icons
+    rendered = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "render", "--atlas", str(store.root)], capture_output=True, text=True
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stdout[-2000:] + rendered.stderr[-2000:]
     split = split_into_diff(store, root)
     port = free_port()
     proc = subprocess.Popen(
@@ -146,6 +153,28 @@ def test_every_page_search_and_a_feature_in_chromium(server):
                 assert page.locator('[data-testid="stException"]').count() == 0, path
                 assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, path  # client.toolbarMode
                 page.screenshot(path=str(shots / f"{path or 'home'}.png"), full_page=True)
+
+            # the map: hovering a point shows its label and its icon, which the server's icon route serves
+            page.goto(f"{url}/map")
+            point = page.locator(".mark-symbol path").nth(3)
+            point.wait_for(timeout=90_000)
+            _settle(page)
+            point.hover()
+            tip = page.locator("#vg-tooltip-element")
+            expect(tip).to_be_visible(timeout=10_000)
+            page.wait_for_function(
+                "() => { const i = document.querySelector('#vg-tooltip-element img');"
+                " return i !== null && i.complete && i.naturalWidth > 0 }", timeout=10_000,
+            )  # fmt: skip
+            src = tip.locator("img").get_attribute("src") or ""
+            hovered = int(re.fullmatch(rf"{re.escape(url)}/icons/(\d+)\.png", src).group(1))  # type: ignore[union-attr]
+            expect(tip).to_contain_text(f"feature{hovered}")
+            icons = server["store"].read_table("icons", ["feature_id", "image"]).to_pylist()
+            with urllib.request.urlopen(src, timeout=10) as r:
+                assert r.read() == next(row["image"] for row in icons if row["feature_id"] == hovered)
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(f"{url}/icons/{10**9}.png", timeout=10)
+            page.screenshot(path=str(shots / "map-hover.png"))
 
             # grid -> feature -> image -> explorer, by clicks
             page.goto(f"{url}/grid")
@@ -218,4 +247,4 @@ def test_every_page_search_and_a_feature_in_chromium(server):
         finally:
             browser.close()
     saved = sorted(p.name for p in shots.glob("*.png"))
-    assert len(saved) == 17 and all((shots / n).stat().st_size > 5000 for n in saved), saved
+    assert len(saved) == 18 and all((shots / n).stat().st_size > 5000 for n in saved), saved

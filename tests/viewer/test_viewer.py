@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -429,6 +430,13 @@ def test_bench_view_writes_latencies_for_every_page(tmp_path: Path) -> None:
             stats = result["latency_ms"][mode][page]
             assert stats["n"] == n and 0 < stats["p50"] <= stats["p95"]
     assert result["baseline_health_ms"]["p50"] > 0
+    browser = result["browser_ms"]
+    if shutil.which("chromium") is None:
+        assert "chromium" in browser["skipped"]
+    else:  # the map in Chromium: every point drawn, a hover's icon loaded, against the Summary page
+        assert 0 < browser["points"] <= 300, browser  # the alive features, all on the map
+        for step in ("summary page (baseline)", "map drawn", "hover icon"):
+            assert browser[step]["n"] == 3 and 0 < browser[step]["p50"] <= browser[step]["p95"], browser
     leftover = subprocess.run(["pgrep", "-f", "atlas-bench-view-"], capture_output=True, text=True).stdout.strip()
     assert leftover == ""  # the server was stopped
 

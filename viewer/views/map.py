@@ -1,5 +1,6 @@
 """The feature map: every alive feature at its UMAP position (decoder directions, cosine), coloured by
-frequency or by a label match; hover shows the label, a click shows the feature's card and opens its page."""
+frequency or by a label match; hover shows the label and icon (fetched by URL from the server's icon route,
+one per hover), a click shows the feature's card and opens its page."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from viewer import data
-from viewer.tiles import data_uri
+from viewer.tiles import ICONS_PATH, data_uri
 
 store = data.current_store()
 st.title("Feature map")
@@ -29,7 +30,7 @@ def _requested() -> int | None:
 
 st.caption(
     f"{len(points):,} alive features, placed by UMAP of their decoder directions (cosine): neighbours on the map "
-    "write similar directions into the embedding. Hover for the label; click a point for its card."
+    "write similar directions into the embedding. Hover for the label and icon; click a point for its card."
 )
 
 controls = st.columns([1, 2])
@@ -48,19 +49,25 @@ else:
     encode = alt.Color("log10_frequency:Q", scale=alt.Scale(scheme="viridis"), title="log10 frequency")
 
 columns = ["feature_id", "x", "y", "label", "log10_frequency", *(["match"] if "match" in shown else [])]
+tooltip = [
+    alt.Tooltip("feature_id:Q", title="feature"),
+    alt.Tooltip("label:N"),
+    alt.Tooltip("log10_frequency:Q", format=".2f", title="log10 frequency"),
+]
+base = alt.Chart(shown[columns])
+if store.parts("icons"):
+    # vega's tooltip draws the field titled "image" as an image: its URL is made in the browser, so the chart
+    # carries no per-point string and the browser fetches only the icons hovered
+    base = base.transform_calculate(icon=f"'{ICONS_PATH}/' + datum.feature_id + '.png'")
+    tooltip.append(alt.Tooltip("icon:N", title="image"))
 picked = alt.selection_point(name="picked", fields=["feature_id"], on="click", empty=False)
 chart = (
-    alt.Chart(shown[columns])
-    .mark_circle(size=14, opacity=0.8)
+    base.mark_circle(size=14, opacity=0.8)
     .encode(
         x=alt.X("x:Q", axis=None),
         y=alt.Y("y:Q", axis=None),
         color=encode,
-        tooltip=[
-            alt.Tooltip("feature_id:Q", title="feature"),
-            alt.Tooltip("label:N"),
-            alt.Tooltip("log10_frequency:Q", format=".2f", title="log10 frequency"),
-        ],
+        tooltip=tooltip,
     )
     .add_params(picked)
     .properties(height=640)
