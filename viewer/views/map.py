@@ -12,6 +12,8 @@ import streamlit as st
 from viewer import data
 from viewer.tiles import ICONS_PATH, data_uri
 
+SVG_MAX_POINTS = 2000  # more points are drawn on a canvas (Streamlit's own rule, which misses a chart's datasets)
+
 store = data.current_store()
 st.title("Feature map")
 points = data.feature_map(store)
@@ -72,6 +74,8 @@ chart = (
     .add_params(picked)
     .properties(height=640)
 )
+if len(shown) > SVG_MAX_POINTS:  # one SVG element per point takes seconds to draw at 50,000
+    chart = chart.properties(usermeta={"embedOptions": {"renderer": "canvas"}})
 left, right = st.columns([3, 1])
 with left:
     event = st.altair_chart(chart, on_select="rerun", selection_mode="picked", key="feature_map", width="stretch")
