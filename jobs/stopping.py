@@ -97,7 +97,8 @@ def held_through_ray_init() -> Iterator[None]:
         ray_utils.set_sigterm_handler = replace
         _holding = False
     # Ray's core worker installs a C++ failure-signal handler for SIGTERM as it connects, over Python's (it
-    # printed "*** SIGTERM received" and ended a stopped build with exit code 1): take the signal back.
+    # printed "*** SIGTERM received" and ended the build with exit code 1): take the signal back. A stop
+    # during the train or featurize stage can still end with 1 (cleanly: stage recorded, Ray shut down).
     install()
     if _pending is not None:
         _on_signal(_pending, None)
