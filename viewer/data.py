@@ -26,6 +26,7 @@ from atlas.part_ranges import PartRanges
 from atlas.session import ModelSession
 from atlas.store import AtlasStore
 from schemas import TABLES
+from viewer.tiles import ICONS_PATH
 
 # Grid sort orders: label -> ORDER BY clause (never built from user text).
 SORTS = {
@@ -375,14 +376,15 @@ def cooccurring(store: AtlasStore, feature_id: int, order: str, limit: int = 12)
 
 @st.cache_data(hash_funcs=_HASH, show_spinner=False)
 def feature_map(store: AtlasStore) -> pd.DataFrame:
-    """Every feature on the map (`feature_map`, written by `atlas index`): feature_id, x, y, frequency, label.
-    Empty before the index stage."""
+    """Every feature on the map (`feature_map`, written by `atlas index`): feature_id, x, y, frequency, label,
+    and the URL of its icon on the server's icon route (made here, once per snapshot, not per page). Empty
+    before the index stage."""
     if not store.parts("feature_map"):
-        return pd.DataFrame(columns=["feature_id", "x", "y", "frequency", "label"])
+        return pd.DataFrame(columns=["feature_id", "x", "y", "frequency", "label", "icon"])
     return _sql(
         store,
-        """SELECT m.feature_id, m.x, m.y, f.frequency, f.label
-           FROM feature_map m JOIN features f USING (feature_id) ORDER BY m.feature_id""",
+        f"""SELECT m.feature_id, m.x, m.y, f.frequency, f.label, '{ICONS_PATH}/' || m.feature_id || '.png' AS icon
+            FROM feature_map m JOIN features f USING (feature_id) ORDER BY m.feature_id""",
     )
 
 
