@@ -283,7 +283,7 @@ _MAP_DRAWN = (
     " return (c !== null && c.width > 0) || document.querySelectorAll('.mark-symbol path').length >= n }"
 )
 _TOOLTIP_SHOWN = "() => document.querySelector('#vg-tooltip-element.visible') !== null"
-_TOOLTIP_ICON = (
+TOOLTIP_ICON_LOADED = (  # the vega tooltip shows an icon that has loaded (also the browser test's check)
     "() => { const i = document.querySelector('#vg-tooltip-element img');"
     " return i !== null && i.complete && i.naturalWidth > 0 }"
 )
@@ -333,7 +333,7 @@ def browser_map_times(url: str, n_points: int, repeats: int = 3) -> dict[str, An
                 page.wait_for_timeout(500)
                 _hover_a_point(page)
                 t0 = time.perf_counter()
-                page.wait_for_function(_TOOLTIP_ICON, timeout=30_000, polling=20)
+                page.wait_for_function(TOOLTIP_ICON_LOADED, timeout=30_000, polling=20)
                 times["hover icon"].append(time.perf_counter() - t0)
                 page.close()
         finally:

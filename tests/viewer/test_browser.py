@@ -25,6 +25,8 @@ import pytest
 from sae_edits import split_one_feature
 from toy_atlas import build_toy_atlas
 
+from jobs.bench_view import TOOLTIP_ICON_LOADED
+
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -162,10 +164,7 @@ def test_every_page_search_and_a_feature_in_chromium(server):
             point.hover()
             tip = page.locator("#vg-tooltip-element")
             expect(tip).to_be_visible(timeout=10_000)
-            page.wait_for_function(
-                "() => { const i = document.querySelector('#vg-tooltip-element img');"
-                " return i !== null && i.complete && i.naturalWidth > 0 }", timeout=10_000,
-            )  # fmt: skip
+            page.wait_for_function(TOOLTIP_ICON_LOADED, timeout=10_000)
             src = tip.locator("img").get_attribute("src") or ""
             hovered = int(re.fullmatch(rf"{re.escape(url)}/icons/(\d+)\.png", src).group(1))  # type: ignore[union-attr]
             expect(tip).to_contain_text(f"feature{hovered}")
